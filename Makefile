@@ -1,0 +1,57 @@
+# zoo: `make train-<model>` trains on TFDS, evaluates and exports; `make test` runs the tests.
+# The first target run creates .venv from pyproject.toml.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODELS := rnn lstm transformer
+# Extra arguments for the zoo command, e.g. make train-rnn ARGS="--set epochs=2"
+ARGS ?=
+
+# On the zoo's build machines the prepared TFDS data sits beside the checkout; elsewhere TFDS
+# uses $TFDS_DATA_DIR or its own default folder (and downloads what is missing).
+SHARED_TFDS := $(abspath ../shared/tfds)
+ifeq ($(TFDS_DATA_DIR),)
+ifneq ($(wildcard $(SHARED_TFDS)),)
+export TFDS_DATA_DIR := $(SHARED_TFDS)
+endif
+endif
+
+.PHONY: venv test test-large bench list clean $(addprefix train-,$(MODELS)) \
+        $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+list: venv
+	$(PY) -m zoo list
+
+$(addprefix train-,$(MODELS)): train-%: venv
+	ZOO_COMMAND="make train-$*" $(PY) -m zoo train $* $(ARGS)
+
+$(addprefix eval-,$(MODELS)): eval-%: venv
+	ZOO_COMMAND="make eval-$*" $(PY) -m zoo eval $* $(ARGS)
+
+$(addprefix export-,$(MODELS)): export-%: venv
+	ZOO_COMMAND="make export-$*" $(PY) -m zoo export $* $(ARGS)
+
+$(addprefix sample-,$(MODELS)): sample-%: venv
+	$(PY) -m zoo sample $* $(ARGS)
+
+test: venv
+	$(PY) -m pytest
+
+# Slow tests on the real data in $(TFDS_DATA_DIR).
+test-large: venv
+	$(PY) -m pytest -m large
+
+bench: venv
+	$(PY) -m zoo.bench $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

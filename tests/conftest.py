@@ -1,0 +1,84 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+RECURRENT = ["rnn", "lstm"]
+TEXT_MODELS = RECURRENT + ["transformer"]
+
+
+def shared_tfds():
+    """The real TFDS data dir (../shared/tfds or $TFDS_DATA_DIR), or None."""
+    for candidate in (os.environ.get("TFDS_DATA_DIR"), ROOT.parent / "shared" / "tfds"):
+        if candidate and (Path(candidate) / "tiny_shakespeare").is_dir():
+            return str(candidate)
+    return None
+
+
+@pytest.fixture
+def real_tfds():
+    path = shared_tfds()
+    if path is None:
+        pytest.skip("real TFDS data not found (set TFDS_DATA_DIR or place it in ../shared/tfds)")
+    return path
+
+
+def mock_data():
+    """TFDS datasets replaced by small random ones (tfds.testing.mock_data).
+
+    The mock reports datasets as not prepared and replaces the download itself, so zoo.data's
+    offline check is told the network is up.
+    """
+    import contextlib
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+
+    from zoo import data
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(tfds.testing.mock_data(num_examples=30))
+    stack.enter_context(mock.patch.object(data, "_online", return_value=True))
+    return stack
+
+
+@pytest.fixture
+def mock_tfds():
+    with mock_data():
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Train, evaluate and export each text model's tiny preset on mock data, once per session."""
+    from zoo import registry
+    from zoo.evaluate import evaluate
+    from zoo.export import export
+    from zoo.train import train
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            root = tmp_path_factory.mktemp(name)
+            cfg = registry.preset(name, "tiny")
+            with mock_data():
+                model = train(name, cfg, "tiny", root / "run", verbose=0)
+                metrics = evaluate(name, cfg, root / "run")
+            out = export(name, root / "run", root / "export")
+            cache[name] = {"cfg": cfg, "run": root / "run", "export": out, "model": model, "metrics": metrics}
+        return cache[name]
+
+    return get
+
+
+def run_python(code: str, env=None, timeout=300):
+    """Run `code` in a fresh interpreter (the project's), from the repo root."""
+    import subprocess
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,121 @@
+"""Exports: contents, ONNX names and axes, parity, test data, and publishing atomically."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from tests.conftest import RECURRENT, TEXT_MODELS
+from zoo import export as zexport
+from zoo.runtime.core import sha256_file
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_export_folder_contents_and_checksums(name, trained):
+    out = trained(name)["export"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    graph = manifest["runtime"]["graph"]
+    assert list(manifest["graphs"]) == [graph]
+    for rel in ("model.keras", f"{graph}.onnx", "README.md", "saved_model/saved_model.pb",
+                f"test_data/{graph}/test_data_set_0/input_0.pb", f"test_data/{graph}/test_data_set_0/output_0.pb"):
+        assert rel in manifest["files"], rel
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for rel, info in manifest["files"].items():
+        assert sha256_file(out / rel) == info["sha256"] and (out / rel).stat().st_size == info["bytes"]
+    assert manifest["model"] == name and manifest["preset"] == "tiny"
+    assert manifest["metrics"]["test_nats_per_char"] > 0
+    assert manifest["runtime"]["vocabulary"] and manifest["config"]["seq_len"] == 12
+    assert {"tensorflow", "keras", "tf2onnx", "onnxruntime"} <= set(manifest["versions"])
+    assert all(d <= 1e-4 for d in manifest["graphs"][graph]["parity_max_abs_diff"].values())
+    card = (out / "README.md").read_text()
+    assert "## Sample" in card and f"{manifest['training']['params']:,}" in card
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_onnx_names_axes_and_metadata(name, trained):
+    out = trained(name)["export"]
+    model = onnx.load(str(out / "step.onnx"))
+    states = ["state"] if name == "rnn" else ["h_0", "c_0", "h_1", "c_1"]
+    assert [i.name for i in model.graph.input] == ["tokens"] + states
+    assert [o.name for o in model.graph.output] == ["logits"] + [f"next_{s}" for s in states]
+    dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in list(model.graph.input) + list(model.graph.output)}
+    vocab = len(json.loads((out / "manifest.json").read_text())["runtime"]["vocabulary"])
+    assert dims["tokens"] == ["batch", "time"] and dims["logits"] == ["batch", "time", vocab]
+    assert dims[states[0]][0] == "batch"
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["zoo.model"] == name and meta["zoo.graph"] == "step"
+    assert json.loads(meta["zoo.runtime"])["kind"] == "text-recurrent"
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_test_data_set_reproduces_in_onnxruntime(name, trained):
+    out = trained(name)["export"]
+    graph = json.loads((out / "manifest.json").read_text())["runtime"]["graph"]
+    folder = out / "test_data" / graph / "test_data_set_0"
+    session = ort.InferenceSession(str(out / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    read = lambda p: numpy_helper.to_array(onnx.load_tensor(str(p)))  # noqa: E731
+    inputs = {i.name: read(folder / f"input_{k}.pb") for k, i in enumerate(session.get_inputs())}
+    expected = [read(folder / f"output_{k}.pb") for k in range(len(session.get_outputs()))]
+    for got, want in zip(session.run(None, inputs), expected):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_saved_model_signatures(trained):
+    import tensorflow as tf
+
+    out = trained("lstm")["export"]
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    assert {"serving_default", "step"} <= set(loaded.signatures)
+    fn = loaded.signatures["serving_default"]
+    zeros = tf.zeros([2, 16])
+    result = fn(tokens=tf.constant([[1, 2, 3], [4, 5, 6]], tf.int32), h_0=zeros, c_0=zeros, h_1=zeros, c_1=zeros)
+    assert result["logits"].shape[:2] == (2, 3) and result["next_c_1"].shape == (2, 16)
+
+
+def test_exported_keras_model_has_no_optimizer_slots(trained):
+    import io
+    import zipfile
+
+    import h5py
+
+    def optimizer_variables(path):
+        with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+            return len(f["optimizer"]["vars"])
+
+    assert optimizer_variables(trained("rnn")["export"] / "model.keras") == 1  # the step counter
+    assert optimizer_variables(trained("rnn")["run"] / "best.keras") > 1  # the checkpoint keeps Adam's slots
+
+
+def test_parity_failure_refuses_and_keeps_the_previous_export(trained, tmp_path):
+    run, good = trained("rnn")["run"], trained("rnn")["export"]
+    previous = tmp_path / "exports" / "rnn"
+    shutil.copytree(good, previous)
+    before = (previous / "manifest.json").read_bytes()
+    with pytest.raises(zexport.ExportError, match="was not published"):
+        zexport.export("rnn", run, previous, tolerance=-1.0)  # no difference can pass
+    assert (previous / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["rnn"]  # no partial folder left
+
+
+def test_a_crash_mid_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(zexport, "to_onnx", boom)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        zexport.export("rnn", trained("rnn")["run"], tmp_path / "exports" / "rnn")
+    assert list((tmp_path / "exports").iterdir()) == []
+
+
+def test_re_export_replaces_the_folder(trained, tmp_path):
+    out = zexport.export("lstm", trained("lstm")["run"], tmp_path / "lstm")
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    out = zexport.export("lstm", trained("lstm")["run"], tmp_path / "lstm")
+    assert json.loads((out / "manifest.json").read_text())["created"] >= first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm"]

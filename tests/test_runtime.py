@@ -1,0 +1,134 @@
+"""zoo.runtime: numpy + onnxruntime only; checksums; checked inputs; sampling."""
+
+import json
+import shutil
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import RECURRENT, TEXT_MODELS, run_python
+from zoo import runtime
+from zoo.runtime.core import ExportFileError
+
+BLOCK_TENSORFLOW = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"tensorflow", "keras", "tf2onnx", "tensorflow_datasets", "tf_keras"}:
+                raise ImportError("blocked in this test: " + name)
+    sys.meta_path.insert(0, Block())
+""")
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_runtime_samples_without_tensorflow(name, trained):
+    export = trained(name)["export"]
+    code = BLOCK_TENSORFLOW + textwrap.dedent(f"""
+        import runpy
+        sys.argv = ["zoo.runtime", "sample", {str(export)!r}, "--length", "40", "--seed", "1"]
+        try:
+            runpy.run_module("zoo.runtime", run_name="__main__")
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
+        print("LOADED", loaded)
+    """)
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "LOADED []"
+    prompt = json.loads((export / "manifest.json").read_text())["runtime"]["sample_defaults"]["prompt"]
+    assert lines[0].startswith(prompt)
+
+
+def test_runtime_source_imports_no_tensorflow():
+    from pathlib import Path
+
+    for path in Path(runtime.__file__).parent.glob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]):
+                assert words[1].split(".")[0] not in ("tensorflow", "keras", "tf2onnx"), (path, line)
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_onnx_stepping_equals_keras_on_the_whole_sequence(name, trained):
+    model, export = trained(name)["model"], runtime.load(trained(name)["export"])
+    tokens = np.random.default_rng(2).integers(0, model.vocab_size, (2, 9)).astype(np.int32)
+    want = np.asarray(model(tokens)[0])
+    feed = {n: np.zeros((2, s), np.float32) for n, s in model.state_sizes}
+    got = []
+    for t in range(tokens.shape[1]):
+        out = export.run("step", {"tokens": tokens[:, t : t + 1], **feed})
+        got.append(out["logits"])
+        feed = {n: out[f"next_{n}"] for n, _ in model.state_sizes}
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4)
+
+
+def test_sampling_is_seeded_and_batched(trained):
+    export = runtime.load(trained("rnn")["export"])
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    a = runtime.sample_text(export, prompt, length=60, seed=5, batch=3)
+    b = runtime.sample_text(export, prompt, length=60, seed=5, batch=3)
+    c = runtime.sample_text(export, prompt, length=60, seed=6, batch=3)
+    assert a == b and a != c and len(a) == 3
+    assert all(len(t) == len(prompt) + 60 for t in a)
+    greedy = runtime.sample_text(export, prompt, length=30, temperature=0, seed=1, batch=2)
+    assert greedy[0] == greedy[1]  # temperature 0 is argmax: no randomness left
+
+
+def test_sample_logits_follows_the_softmax_and_top_k():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 20000))
+    counts = np.bincount(runtime.sample_logits(logits, 1.0, 0, rng), minlength=4) / 20000
+    np.testing.assert_allclose(counts, [0.5, 0.3, 0.15, 0.05], atol=0.015)
+    top2 = np.bincount(runtime.sample_logits(logits, 1.0, 2, rng), minlength=4) / 20000
+    np.testing.assert_allclose(top2, [0.625, 0.375, 0, 0], atol=0.015)
+    cold = np.bincount(runtime.sample_logits(logits, 0.25, 0, rng), minlength=4) / 20000
+    assert cold[0] > 0.85  # p^4 renormalised: 0.874
+    assert (runtime.sample_logits(logits[:3], 0, 0, rng) == 0).all()
+
+
+def test_bad_inputs_get_clear_errors(trained):
+    export = runtime.load(trained("rnn")["export"])
+    state = np.zeros((1, 16), np.float32)
+    with pytest.raises(ValueError, match="dtype int32"):
+        export.run("step", {"tokens": np.zeros((1, 3), np.float32), "state": state})
+    with pytest.raises(ValueError, match="rank 2"):
+        export.run("step", {"tokens": np.zeros((3,), np.int32), "state": state})
+    with pytest.raises(ValueError, match="axis 1 must be 16"):
+        export.run("step", {"tokens": np.zeros((1, 3), np.int32), "state": np.zeros((1, 5), np.float32)})
+    with pytest.raises(ValueError, match=r"missing \['state'\]"):
+        export.run("step", {"tokens": np.zeros((1, 3), np.int32)})
+    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+        runtime.sample_text(export, "\u00e9\u00e8", length=3)
+    with pytest.raises(ValueError, match="at least one character"):
+        runtime.sample_text(export, "", length=3)
+
+
+def test_checksum_mismatch_and_missing_files(trained, tmp_path):
+    folder = tmp_path / "rnn"
+    shutil.copytree(trained("rnn")["export"], folder)
+    runtime.load(folder)  # intact
+    with open(folder / "step.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportFileError, match="step.onnx does not match its sha256"):
+        runtime.load(folder)
+    runtime.load(folder, verify=False)  # the user can opt out
+    (folder / "step.onnx").unlink()
+    with pytest.raises(ExportFileError, match="missing"):
+        runtime.load(folder)
+    with pytest.raises(ExportFileError, match="manifest.json not found"):
+        runtime.load(tmp_path / "nowhere")
+
+
+def test_runtime_cli_errors(trained, tmp_path, capsys):
+    from zoo.runtime.__main__ import main
+
+    export = str(trained("lstm")["export"])
+    assert main(["sample", export, "--length", "5", "--prompt", "\u00e9"]) == 2
+    assert "not in the model's vocabulary" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path)]) == 1
+    assert main(["info", export]) == 0
+    assert '"model": "lstm"' in capsys.readouterr().out

@@ -1,0 +1,102 @@
+"""The transformer: cached generation equals full recomputation, in Keras and in ONNX."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from zoo import registry, runtime
+
+VOCAB = "\n !,.:;?abcdefghijklmnopqrstuvwxyz"
+
+
+def tiny_model(**overrides):
+    module = registry.get("transformer")
+    cfg = registry.preset("transformer", "tiny", [f"{k}={v}" for k, v in overrides.items()])
+
+    class Data:
+        vocabulary = VOCAB
+        steps_per_epoch = 10
+
+    return module.build_model(cfg, Data)
+
+
+def test_cached_logits_equal_full_recomputation_in_keras():
+    model = tiny_model()
+    tokens = np.random.default_rng(0).integers(0, len(VOCAB), (3, 14)).astype(np.int64)
+    full, cache = model(tokens)
+    assert full.shape == (3, 14, len(VOCAB))
+    assert len(cache) == 4 and cache[0].shape == (3, 14, 2, 8)  # 2 layers x (key, value)
+    logits, cache = model(tokens[:, :5])  # prefill 5, then one token at a time
+    steps = [logits]
+    for t in range(5, 14):
+        logits, cache = model(tokens[:, t : t + 1], cache)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-4)
+
+
+def test_windowed_evaluation_scores_every_character_once():
+    from zoo.models.transformer import windowed_nll
+
+    model = tiny_model()
+    ids = np.random.default_rng(1).integers(0, len(VOCAB), 203).astype(np.int32)
+    result = windowed_nll(model, ids, window=16, batch=5)
+    assert result["chars_scored"] == len(ids) - 1
+    assert 0 < result["nats_per_char"] < 2 * np.log(len(VOCAB))
+
+
+def test_onnx_decoder_names_and_cached_parity(trained):
+    run = trained("transformer")
+    model, folder = run["model"], run["export"]
+    proto = onnx.load(str(folder / "decoder.onnx"))
+    past = [f"past_key_values.{i}.{k}" for i in range(2) for k in ("key", "value")]
+    assert [i.name for i in proto.graph.input] == ["input_ids", "position_ids"] + past
+    assert [o.name for o in proto.graph.output] == ["logits"] + [p.replace("past_key_values", "present") for p in past]
+    dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in list(proto.graph.input) + list(proto.graph.output)}
+    assert dims["past_key_values.0.key"] == ["batch", 2, "past_sequence", 8]
+    assert dims["present.1.value"] == ["batch", 2, "total_sequence", 8]
+
+    export = runtime.load(folder)
+    vocab = len(export.runtime["vocabulary"])
+    tokens = np.random.default_rng(3).integers(0, vocab, (2, 12)).astype(np.int64)
+    want = np.asarray(model(tokens)[0])
+    empty = np.zeros((2, 2, 0, 8), np.float32)
+    feed = {"input_ids": tokens[:, :4], "position_ids": np.tile(np.arange(4), (2, 1)), **{p: empty for p in past}}
+    out = export.run("decoder", feed)
+    got = [out["logits"]]
+    for t in range(4, 12):
+        feed = {"input_ids": tokens[:, t : t + 1], "position_ids": np.full((2, 1), t, np.int64)}
+        feed.update({p: out[p.replace("past_key_values", "present")] for p in past})
+        out = export.run("decoder", feed)
+        got.append(out["logits"])
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["runtime"]["kind"] == "text-cached" and manifest["runtime"]["max_context"] == 16
+
+
+def test_runtime_slides_or_refuses_at_the_maximum_context(trained):
+    export = runtime.load(trained("transformer")["export"])
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    long = runtime.sample_text(export, prompt, length=40, seed=2, batch=2)  # context is 16
+    assert [len(t) for t in long] == [len(prompt) + 40] * 2
+    assert long == runtime.sample_text(export, prompt, length=40, seed=2, batch=2)
+    fits = runtime.sample_text(export, prompt, length=16 - len(prompt), on_full="refuse")
+    assert len(fits[0]) == 16
+    with pytest.raises(ValueError, match="exceed the model's context of 16"):
+        runtime.sample_text(export, prompt, length=17 - len(prompt), on_full="refuse")
+
+
+def test_sliding_continues_from_the_last_half_of_the_context(trained):
+    """After the cache fills, the next logits are those of a fresh prefill of the last 8 tokens."""
+    export = runtime.load(trained("transformer")["export"])
+    model = trained("transformer")["model"]
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    text = runtime.sample_text(export, prompt, length=18 - len(prompt), temperature=0, seed=0)[0]
+    vocab = export.runtime["vocabulary"]
+    ids = np.array([[vocab.index(c) for c in text]], np.int64)
+    # Characters 0..15 fill the cache; greedy character 17 must then be the argmax after
+    # re-reading characters 9..16 from position 0, and character 16 the argmax with the full cache.
+    assert vocab[int(np.asarray(model(ids[:, :16])[0])[0, -1].argmax())] == text[16]
+    assert vocab[int(np.asarray(model(ids[:, 9:17])[0])[0, -1].argmax())] == text[17]

@@ -1,0 +1,128 @@
+"""`python -m zoo {list,train,eval,export,sample} MODEL [--preset P] [--set key=value ...]`.
+
+Mistakes in the request (unknown model, preset or key, a value of the wrong type) print one
+line naming the valid choices and exit with code 2, before TensorFlow is started where possible.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from zoo import registry
+from zoo.config import UsageError, ZooError, apply_dict_overrides, choose
+from zoo.runtime.core import ExportFileError
+
+EXIT_USAGE, EXIT_FAILURE = 2, 1
+
+
+def run_dir_for(args) -> Path:
+    return Path(args.run_dir or Path("runs") / args.model / args.preset)
+
+
+def export_dir_for(args) -> Path:
+    if getattr(args, "out", None):
+        return Path(args.out)
+    return Path("exports") / (args.model if args.preset == "default" else f"{args.model}-{args.preset}")
+
+
+def cmd_list(args):
+    for name in registry.MODELS:
+        print(name)
+    return 0
+
+
+def cmd_train(args):
+    choose("strategy", args.strategy, ("default", "mirrored", "multiworker"))
+    cfg = registry.preset(args.model, args.preset, args.set)
+    from zoo.train import train
+
+    run_dir = run_dir_for(args)
+    train(args.model, cfg, args.preset, run_dir, data_dir=args.data_dir, strategy=args.strategy)
+    if not args.no_eval:
+        cmd_eval(args, cfg)
+    if not args.no_export:
+        cmd_export(args)
+    return 0
+
+
+def cmd_eval(args, cfg=None):
+    cfg = cfg or registry.preset(args.model, args.preset, args.set)
+    from zoo.evaluate import evaluate
+
+    metrics = evaluate(args.model, cfg, run_dir_for(args), data_dir=args.data_dir)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export(args):
+    registry.preset(args.model, args.preset, args.set)  # validates the request
+    from zoo.export import export
+
+    out = export(args.model, run_dir_for(args), export_dir_for(args))
+    print(f"exported {args.model} to {out}")
+    return 0
+
+
+def cmd_sample(args):
+    registry.get(args.model)  # validates the name; sampling itself never needs TensorFlow
+    from zoo.runtime import load, sample_text
+
+    export = load(export_dir_for(args))
+    opts = apply_dict_overrides(export.runtime.get("sample_defaults", {}), args.set)
+    if export.runtime.get("kind", "").startswith("text-"):
+        for text in sample_text(export, **opts):
+            print(text)
+        return 0
+    raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m zoo", description="Train, evaluate, export and sample zoo models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,train,eval,export,sample}")
+    sub.add_parser("list", help="list the models").set_defaults(func=cmd_list)
+
+    def with_model(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("model", help=f"one of: {', '.join(registry.MODELS)}")
+        p.add_argument("--preset", default="default", help="a named preset of the model (default: default)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a preset value (repeatable)")
+        p.set_defaults(func=func)
+        return p
+
+    p = with_model("train", cmd_train, "train, then evaluate and export")
+    p.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR, else TFDS's own)")
+    p.add_argument("--run-dir", help="checkpoints and logs (default: runs/MODEL/PRESET)")
+    p.add_argument("--out", help="export folder (default: exports/MODEL, or exports/MODEL-PRESET)")
+    p.add_argument("--strategy", default="default", help="default | mirrored (all local GPUs) | multiworker (TF_CONFIG)")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
+    p.add_argument("--no-export", action="store_true", help="skip the export")
+    p = with_model("eval", cmd_eval, "measure a trained model on the test split")
+    p.add_argument("--data-dir")
+    p.add_argument("--run-dir")
+    p = with_model("export", cmd_export, "export a trained model (Keras, SavedModel, ONNX)")
+    p.add_argument("--run-dir")
+    p.add_argument("--out")
+    p = with_model("sample", cmd_sample, "sample from an export with ONNX Runtime (--set prompt=... length=...)")
+    p.add_argument("--out", help="the export folder to sample from (default: exports/MODEL)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ZooError, ExportFileError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ValueError as e:
+        if args.command != "sample":  # anything else is a bug: show the traceback
+            raise
+        print(f"error: {e}", file=sys.stderr)  # a prompt the model cannot read, a bad option
+        return EXIT_USAGE

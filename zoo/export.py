@@ -1,0 +1,348 @@
+"""Publishing a trained model: `exports/<model>/` with Keras, SavedModel and ONNX forms of it.
+
+What an export folder holds:
+  model.keras                 the Keras model (loads with safe_mode=True), without optimizer state
+  saved_model/                a SavedModel with one signature per graph, the first also `serving_default`
+  <graph>.onnx                one ONNX graph per exported step (e.g. `step.onnx`)
+  test_data/<graph>/test_data_set_0/   input_i.pb / output_i.pb, the ONNX model-zoo convention
+  manifest.json               graphs' inputs and outputs, runtime info, config, data, metrics,
+                              versions, and the sha256 and size of every file
+  README.md                   the model card
+
+Before anything is published, every graph is run in Keras, in the reloaded SavedModel and in
+ONNX Runtime on random inputs; a difference above `tolerance` refuses the export. The folder is
+written beside its destination and renamed into place at the end, so a failure never leaves half
+an export and never destroys the previous one.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import registry
+from zoo.models import load_model
+from zoo.config import ZooError
+from zoo.runtime.core import sha256_file
+
+OPSET = 17
+TOLERANCE = 1e-4
+
+
+class ExportError(ZooError):
+    """The export failed a check and was not published."""
+
+
+@dataclasses.dataclass
+class Graph:
+    """One exported, deterministic step: a function of named tensors returning a dict of tensors."""
+
+    name: str                      # file stem and SavedModel signature name
+    fn: Callable                   # fn(*inputs in signature order) -> {output name: tensor}
+    input_signature: list          # tf.TensorSpec with name=, dynamic axes as None
+    axes: dict                     # input/output name -> dims: int, or a str naming a dynamic axis;
+                                   # outputs appear in the ONNX graph in this dict's order
+    example: Callable              # example(rng) -> {input name: np.ndarray}: random inputs, random sizes
+
+    def tf_function(self):
+        return tf.function(self.fn, input_signature=self.input_signature)
+
+
+def _set_axes(value_infos, axes):
+    for vi in value_infos:
+        dims = axes.get(vi.name)
+        if dims is None:
+            continue
+        shape = vi.type.tensor_type.shape
+        if len(shape.dim) != len(dims):
+            raise ExportError(f"{vi.name}: ONNX rank {len(shape.dim)} but axes say {dims}")
+        for d, want in zip(shape.dim, dims):
+            if isinstance(want, str):
+                d.dim_param = want
+            else:
+                d.dim_value = int(want)
+
+
+def to_onnx(graph: Graph, metadata: dict):
+    import onnx
+    import tf2onnx
+
+    with tf.device("/CPU:0"):  # cuDNN RNN kernels do not convert; trace the CPU ones
+        proto, _ = tf2onnx.convert.from_function(
+            graph.tf_function(), input_signature=graph.input_signature, opset=OPSET
+        )
+    _set_axes(proto.graph.input, graph.axes)
+    _set_axes(proto.graph.output, graph.axes)
+    # tf2onnx orders outputs by sorted name; use the order `axes` lists them in (next_h_0, next_c_0, ...).
+    order = {name: i for i, name in enumerate(graph.axes)}
+    outputs = sorted(proto.graph.output, key=lambda vi: order.get(vi.name, len(order)))
+    outputs = [onnx.ValueInfoProto.FromString(vi.SerializeToString()) for vi in outputs]
+    del proto.graph.output[:]
+    proto.graph.output.extend(outputs)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    proto.doc_string = f"zoo {metadata.get('zoo.model')} graph '{graph.name}'"
+    onnx.checker.check_model(proto)
+    expected = [s.name for s in graph.input_signature]
+    got = [i.name for i in proto.graph.input]
+    if got != expected:
+        raise ExportError(f"graph {graph.name}: ONNX inputs {got} differ from the signature {expected}")
+    return proto
+
+
+def _describe(value_infos):
+    import onnx
+
+    out = []
+    for vi in value_infos:
+        t = vi.type.tensor_type
+        out.append({
+            "name": vi.name,
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            "shape": [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim],
+        })
+    return out
+
+
+def check_parity(graph, tf_fn, signature_fn, session, rng, tolerance, trials=3):
+    """Max abs difference of each output: Keras vs SavedModel vs ONNX Runtime, on random inputs.
+
+    Runs `trials` random examples (their shapes vary too, exercising the dynamic axes); returns the
+    worst differences, and the last example's inputs and Keras outputs (for the test data set).
+    """
+    worst = {}
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(trials):
+        inputs = graph.example(rng)
+        reference = {k: v.numpy() for k, v in tf_fn(*[inputs[s.name] for s in graph.input_signature]).items()}
+        saved = {k: v.numpy() for k, v in signature_fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        onnx_out = dict(zip(names, session.run(names, inputs)))
+        for key, ref in reference.items():
+            for label, other in (("saved_model", saved[key]), ("onnxruntime", onnx_out[key])):
+                if other.shape != ref.shape:
+                    raise ExportError(f"{graph.name}/{key}: {label} shape {other.shape} != Keras {ref.shape}")
+                diff = float(np.max(np.abs(other.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
+                worst[f"{key}/{label}"] = max(diff, worst.get(f"{key}/{label}", 0.0))
+                if not diff <= tolerance:
+                    raise ExportError(
+                        f"graph {graph.name}: output {key} differs between Keras and {label} by {diff:.3g} "
+                        f"(> {tolerance}); the export was not published"
+                    )
+    return worst, inputs, reference
+
+
+def write_test_data(folder: Path, graph, inputs: dict, outputs: dict, output_names):
+    from onnx import numpy_helper
+
+    folder.mkdir(parents=True)
+    for i, spec in enumerate(graph.input_signature):
+        tensor = numpy_helper.from_array(inputs[spec.name], spec.name)
+        (folder / f"input_{i}.pb").write_bytes(tensor.SerializeToString())
+    for i, name in enumerate(output_names):
+        tensor = numpy_helper.from_array(outputs[name], name)
+        (folder / f"output_{i}.pb").write_bytes(tensor.SerializeToString())
+
+
+def file_table(root: Path, skip=("manifest.json",)) -> dict:
+    return {
+        str(p.relative_to(root)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and str(p.relative_to(root)) not in skip
+    }
+
+
+def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
+    """Export the trained model in `run_dir` to `out_dir`; returns `out_dir`."""
+    import onnx
+    import onnxruntime as ort
+
+    from zoo.train import package_versions
+
+    module = registry.get(name)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path} does not exist: train first (python -m zoo train {name})")
+    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    model = load_model(model_path)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is for everyone to read
+    try:
+        # Keras: a copy without optimizer slots (a third of the size); it must load in safe mode.
+        _save_without_optimizer(model, tmp / "model.keras")
+        keras.models.load_model(tmp / "model.keras", safe_mode=True)
+
+        graphs = module.export_graphs(model)
+        tf_fns = {g.name: g.tf_function() for g in graphs}
+
+        save_saved_model(model, graphs, tf_fns, tmp / "saved_model")
+        loaded = tf.saved_model.load(str(tmp / "saved_model"))
+
+        info = module.runtime_info(model)
+        manifest_graphs = {}
+        rng = np.random.default_rng(seed)
+        for g in graphs:
+            metadata = {
+                "zoo.model": name,
+                "zoo.preset": run.get("preset", ""),
+                "zoo.graph": g.name,
+                "zoo.runtime": info,
+                "zoo.dataset": run.get("dataset", {}).get("name", ""),
+            }
+            proto = to_onnx(g, metadata)
+            onnx.save(proto, str(tmp / f"{g.name}.onnx"))
+            session = ort.InferenceSession(str(tmp / f"{g.name}.onnx"), providers=["CPUExecutionProvider"])
+            diffs, inputs, reference = check_parity(
+                g, tf_fns[g.name], loaded.signatures[g.name], session, rng, tolerance
+            )
+            output_names = [o.name for o in proto.graph.output]
+            test_dir = Path("test_data") / g.name / "test_data_set_0"
+            write_test_data(tmp / test_dir, g, inputs, reference, output_names)
+            manifest_graphs[g.name] = {
+                "onnx": f"{g.name}.onnx",
+                "opset": OPSET,
+                "saved_model_signature": g.name,
+                "inputs": _describe(proto.graph.input),
+                "outputs": _describe(proto.graph.output),
+                "test_data": str(test_dir),
+                "parity_max_abs_diff": diffs,
+            }
+
+        manifest = {
+            "format": "zoo-export/1",
+            "model": name,
+            "preset": run.get("preset"),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "keras": "model.keras",
+            "saved_model": {"dir": "saved_model", "signatures": ["serving_default"] + [g.name for g in graphs]},
+            "graphs": manifest_graphs,
+            "runtime": info,
+            "config": run.get("config"),
+            "dataset": run.get("dataset"),
+            "training": {k: run.get(k) for k in ("command", "strategy", "params", "epochs_completed",
+                                                  "best_epoch", "best_val_loss", "train_seconds",
+                                                  "resumed", "machine")},
+            "metrics": metrics,
+            "parity_tolerance": tolerance,
+            "versions": package_versions(),
+        }
+        _write_manifest(tmp, manifest)
+        (tmp / "README.md").write_text(model_card(module, tmp, manifest))
+        _write_manifest(tmp, manifest)  # again, now with the card's checksum
+
+        # Publish: swap the new folder in, then drop the old one.
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def save_saved_model(model, graphs, tf_fns, path: Path):
+    """A SavedModel with one signature per graph, the first also as `serving_default`.
+
+    Plain `tf.saved_model.save` on a `tf.Module` holding the model's variables: Keras's
+    ExportArchive (3.15) writes every variable twice, doubling the folder.
+    """
+    module = tf.Module()
+    module.model_variables = list(model.variables)
+    signatures = {}
+    for i, g in enumerate(graphs):
+        setattr(module, g.name, tf_fns[g.name])
+        concrete = tf_fns[g.name].get_concrete_function()
+        signatures[g.name] = concrete
+        if i == 0:
+            signatures["serving_default"] = concrete
+    tf.saved_model.save(module, str(path), signatures=signatures)
+
+
+def _write_manifest(folder: Path, manifest: dict):
+    manifest["files"] = file_table(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _save_without_optimizer(model, path: Path):
+    """Save `model` with its compile config but no optimizer variables.
+
+    Keras 3 saves the optimizer's slots with the model (Adam: twice the weights); a user who
+    fine-tunes compiles afresh anyway. A copy from the same config and weights, compiled with an
+    unbuilt optimizer, saves the weights once.
+    """
+    copy = model.__class__.from_config(model.get_config())
+    copy.build_from_config(model.get_build_config())
+    copy.set_weights(model.get_weights())
+    if model.get_compile_config():
+        copy.compile_from_config(model.get_compile_config())
+    copy.save(path)
+
+
+def model_card(module, folder: Path, manifest: dict) -> str:
+    """The export's README.md: every number in it is read from the run's own records."""
+    name, training, metrics = manifest["model"], manifest["training"], manifest["metrics"]
+    summary = (module.__doc__ or "").strip().split("\n\n")
+    lines = [f"# {summary[0]}", ""]
+    if len(summary) > 1:
+        lines += [" ".join(summary[1].split()), ""]
+    lines += [
+        "## Reproduce", "",
+        "```sh", f"{training.get('command') or 'python -m zoo train ' + name}", "```", "",
+        "trains on the TFDS data (`TFDS_DATA_DIR`), evaluates on the test split and writes this folder.",
+        "",
+        "## Training", "",
+        "| | |", "|---|---|",
+        f"| parameters | {training.get('params'):,} |",
+    ]
+    dataset = manifest.get("dataset") or {}
+    sizes = dataset.get("sizes") or {}
+    if dataset:
+        size_text = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+        lines.append(f"| dataset | TFDS `{dataset.get('name')}` ({size_text}) |")
+    seconds = training.get("train_seconds") or 0
+    machine = training.get("machine") or {}
+    where = f"{machine.get('cpus')} CPU cores" + (f", {machine['gpus']} GPU(s)" if machine.get("gpus") else ", no GPU")
+    lines += [
+        f"| epochs | {training.get('epochs_completed')} (kept: epoch {training.get('best_epoch')}, the lowest "
+        f"validation loss, {training.get('best_val_loss'):.4f}) |",
+        f"| training wall time | {seconds / 60:.1f} min (sum of the epoch times in history.csv), {where} |",
+        f"| strategy | {training.get('strategy')} |",
+        "",
+    ]
+    config = manifest.get("config") or {}
+    lines += ["Preset `" + str(manifest.get("preset")) + "`: " +
+              ", ".join(f"`{k}={v}`" for k, v in config.items()), ""]
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "eval_seconds"}
+    if shown:
+        lines += ["## Test metrics", "", f"Measured by `{metrics.get('eval_command')}`:", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v:,} |" for k, v in shown.items()]
+        lines.append("")
+    if hasattr(module, "card_sample"):
+        lines += [module.card_sample(folder, manifest), ""]
+    lines += ["## Files", "", "| file | bytes |", "|---|---|"]
+    lines += [f"| `{rel}` | {info['bytes']:,} |" for rel, info in manifest["files"].items() if "/" not in rel]
+    sm = sum(i["bytes"] for r, i in manifest["files"].items() if r.startswith("saved_model/"))
+    lines += [f"| `saved_model/` | {sm:,} |", "",
+              "`manifest.json` lists every graph's inputs and outputs and every file's sha256. "
+              "The ONNX graphs were checked against Keras and the SavedModel before publishing "
+              f"(max abs difference at most {manifest['parity_tolerance']}; measured values in the manifest).",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""`rnn`: a GRU character model on tiny_shakespeare (the TensorFlow text-generation tutorial's model).
+
+Embedding -> GRU (return_sequences, return_state) -> Dense logits over the characters.
+`call(tokens, state)` returns `(logits, next_state)`, so the same weights train on whole windows
+and sample one character at a time carrying the state.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from zoo.models import text
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "tiny_shakespeare"
+    embedding_dim: int = 64      # 65 characters need few dimensions; the GRU does the work
+    rnn_units: int = 640         # 1.4M parameters: three copies (.keras, SavedModel, ONNX) stay under 20 MB
+    seq_len: int = 100           # characters of context per training window (the tutorial's value)
+    batch_size: int = 64
+    epochs: int = 16             # one epoch = the train split's worth of characters (~157 steps, ~1.5 min here)
+    steps_per_epoch: int = 0     # 0: derived from the split size; tests set a few
+    learning_rate: float = 2e-3  # Adam; decays by cosine to a tenth over the run
+    clipnorm: float = 1.0        # recurrent nets occasionally spike; clip the gradient norm
+    seed: int = 0
+
+
+PRESETS = {
+    "default": Config(),
+    "tiny": Config(embedding_dim=8, rnn_units=16, seq_len=12, batch_size=4, epochs=2, steps_per_epoch=3),
+}
+DATASET = Config.dataset
+SAMPLE_DEFAULTS = text.SAMPLE_DEFAULTS
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class RNN(text.CharModel):
+    def __init__(self, vocabulary, embedding_dim=64, rnn_units=640, **kwargs):
+        super().__init__(vocabulary=vocabulary, **kwargs)
+        self.embedding_dim = embedding_dim
+        self.rnn_units = rnn_units
+        self.embedding = keras.layers.Embedding(self.vocab_size, embedding_dim, name="embedding")
+        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True, name="gru")
+        self.dense = keras.layers.Dense(self.vocab_size, name="logits")
+
+    @property
+    def state_sizes(self):
+        """(name, size) of each state tensor: the names of the exported state inputs."""
+        return [("state", self.rnn_units)]
+
+    def build(self, input_shape=(None, None)):
+        self.embedding.build(input_shape)
+        self.gru.build((None, None, self.embedding_dim))
+        self.dense.build((None, None, self.rnn_units))
+        self.built = True
+
+    def call(self, tokens, state=None, training=False):
+        x = self.embedding(tokens)
+        if state is None:
+            state = [tf.zeros([tf.shape(tokens)[0], self.rnn_units])]
+        x, h = self.gru(x, initial_state=state[0], training=training)
+        return self.dense(x), [h]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(embedding_dim=self.embedding_dim, rnn_units=self.rnn_units)
+        return config
+
+
+def load_data(cfg, data_dir=None):
+    return text.load_data(cfg, data_dir)
+
+
+def build_model(cfg, data):
+    model = RNN(data.vocabulary, embedding_dim=cfg.embedding_dim, rnn_units=cfg.rnn_units)
+    model.build((None, None))
+    return text.compile_char_model(model, cfg, data.steps_per_epoch)
+
+
+evaluate = text.evaluate_recurrent
+export_graphs = text.recurrent_graphs
+runtime_info = text.runtime_info
+card_sample = text.card_sample

@@ -1,0 +1,271 @@
+"""`transformer`: a GPT-style decoder character model on tiny_shakespeare, with a key/value cache.
+
+Token and learned position embeddings, pre-LayerNorm decoder blocks (causal multi-head attention,
+GELU MLP, residuals, dropout), a final LayerNorm and an output projection. The attention layers take
+the projected keys and values of earlier positions and return them extended, so the same weights
+run on a whole prompt (prefill, empty cache) or on one new token given the cache (decode).
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from zoo import data as zdata
+from zoo.models import text
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "tiny_shakespeare"
+    num_layers: int = 4          # 4 blocks of width 160: 1.3M parameters, three copies under 20 MB
+    d_model: int = 160
+    num_heads: int = 4           # head size 40
+    mlp_ratio: int = 4           # the GPT-2 MLP width
+    dropout: float = 0.1         # 1M characters overfit quickly without it
+    max_context: int = 320       # positions learned; 64 prompt + 256 generated fit without sliding
+    seq_len: int = 320           # training windows use the whole context
+    batch_size: int = 32
+    epochs: int = 14             # one epoch = the train split's worth of characters (~98 steps)
+    steps_per_epoch: int = 0     # 0: derived from the split size
+    learning_rate: float = 1.5e-3  # AdamW, decays by cosine to a tenth; fine for a model this small
+    weight_decay: float = 0.1
+    clipnorm: float = 1.0
+    seed: int = 0
+
+
+PRESETS = {
+    "default": Config(),
+    "tiny": Config(num_layers=2, d_model=16, num_heads=2, max_context=16, seq_len=12, batch_size=4,
+                   epochs=2, steps_per_epoch=3),
+}
+DATASET = Config.dataset
+SAMPLE_DEFAULTS = text.SAMPLE_DEFAULTS
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CachedSelfAttention(keras.layers.MultiHeadAttention):
+    """Causal self-attention that extends a cache of projected keys and values.
+
+    `call(x[B,T,C], past_key[B,P,N,D], past_value[B,P,N,D])` attends from the T new positions to
+    the P cached ones and to the new ones up to itself, and returns `(y, key[B,P+T,N,D], value)`.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape, input_shape)
+
+    def call(self, x, past_key, past_value, training=False):
+        query = self._query_dense(x)
+        key = ops.concatenate([past_key, self._key_dense(x)], axis=1)
+        value = ops.concatenate([past_value, self._value_dense(x)], axis=1)
+        new, past = ops.shape(x)[1], ops.shape(past_key)[1]
+        # Position past+i may see positions 0..past+i. Built here, not in build(): a constant
+        # captured from outside the traced call would become a stray ONNX input.
+        mask = ops.arange(past + new)[None, :] <= (ops.arange(new) + past)[:, None]
+        mask = ops.broadcast_to(mask[None], (ops.shape(x)[0], new, past + new))
+        y, _ = self._compute_attention(query, key, value, attention_mask=mask, training=training)
+        return self._output_dense(y), key, value
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DecoderBlock(keras.layers.Layer):
+    """x + attention(norm(x)), then x + MLP(norm(x)): the GPT-2 pre-LayerNorm block."""
+
+    def __init__(self, d_model, num_heads, mlp_ratio=4, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.num_heads, self.mlp_ratio, self.dropout_rate = d_model, num_heads, mlp_ratio, dropout
+        self.norm_1 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_1")
+        self.attention = CachedSelfAttention(num_heads, d_model // num_heads, dropout=dropout, name="attention")
+        self.norm_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_2")
+        self.mlp_in = keras.layers.Dense(mlp_ratio * d_model, name="mlp_in")
+        self.mlp_out = keras.layers.Dense(d_model, name="mlp_out")
+        self.dropout = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        for layer in (self.norm_1, self.attention, self.norm_2, self.mlp_in):
+            layer.build(input_shape)
+        self.mlp_out.build((*input_shape[:-1], self.mlp_ratio * self.d_model))
+        self.built = True
+
+    def call(self, x, past_key, past_value, training=False):
+        y, key, value = self.attention(self.norm_1(x), past_key, past_value, training=training)
+        x = x + self.dropout(y, training=training)
+        # GELU's tanh approximation, as in GPT-2 (the exact form lowers to Erfc, which tf2onnx lacks).
+        h = keras.activations.gelu(self.mlp_in(self.norm_2(x)), approximate=True)
+        x = x + self.dropout(self.mlp_out(h), training=training)
+        return x, key, value
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(d_model=self.d_model, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                      dropout=self.dropout_rate)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Transformer(text.CharModel):
+    """`call(tokens, state=None, position_ids=None)` -> `(logits, next_state)`.
+
+    `state` is the cache `[key_0, value_0, key_1, value_1, ...]`, each `[B, P, heads, head_dim]`
+    (None: empty); positions default to P, P+1, ... .
+    """
+
+    def __init__(self, vocabulary, num_layers=4, d_model=160, num_heads=4, mlp_ratio=4, dropout=0.1,
+                 max_context=320, **kwargs):
+        super().__init__(vocabulary=vocabulary, **kwargs)
+        self.num_layers, self.d_model, self.num_heads = num_layers, d_model, num_heads
+        self.mlp_ratio, self.dropout_rate, self.max_context = mlp_ratio, dropout, max_context
+        self.head_dim = d_model // num_heads
+        self.token_embedding = keras.layers.Embedding(self.vocab_size, d_model, name="token_embedding")
+        self.position_embedding = keras.layers.Embedding(max_context, d_model, name="position_embedding")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.blocks = [DecoderBlock(d_model, num_heads, mlp_ratio, dropout, name=f"block_{i}")
+                       for i in range(num_layers)]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.head = keras.layers.Dense(self.vocab_size, name="logits")
+
+    def build(self, input_shape=(None, None)):
+        self.token_embedding.build(input_shape)
+        self.position_embedding.build(input_shape)
+        for layer in (*self.blocks, self.final_norm, self.head):
+            layer.build((None, None, self.d_model))
+        self.built = True
+
+    def empty_cache(self, batch):
+        return [tf.zeros([batch, 0, self.num_heads, self.head_dim])] * (2 * self.num_layers)
+
+    def call(self, tokens, state=None, position_ids=None, training=False):
+        if state is None:
+            state = self.empty_cache(ops.shape(tokens)[0])
+        if position_ids is None:
+            position_ids = ops.arange(ops.shape(tokens)[1])[None, :] + ops.shape(state[0])[1]
+        x = self.token_embedding(tokens) + self.position_embedding(position_ids)
+        x = self.dropout(x, training=training)
+        next_state = []
+        for i, block in enumerate(self.blocks):
+            x, key, value = block(x, state[2 * i], state[2 * i + 1], training=training)
+            next_state += [key, value]
+        return self.head(self.final_norm(x)), next_state
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
+                      mlp_ratio=self.mlp_ratio, dropout=self.dropout_rate, max_context=self.max_context)
+        return config
+
+
+def load_data(cfg, data_dir=None):
+    if cfg.seq_len > cfg.max_context:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds max_context {cfg.max_context}")
+    return text.load_data(cfg, data_dir)
+
+
+def build_model(cfg, data):
+    model = Transformer(data.vocabulary, num_layers=cfg.num_layers, d_model=cfg.d_model,
+                        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+                        max_context=cfg.max_context)
+    model.build((None, None))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps=max(1, cfg.epochs * data.steps_per_epoch), alpha=0.1,
+        warmup_target=None,
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, beta_2=0.99,
+                                       clipnorm=cfg.clipnorm)
+    # Decay the matrices only, as nanoGPT does: not biases, LayerNorm scales or embeddings.
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "embeddings"])
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def windowed_nll(model, ids: np.ndarray, window: int, batch: int = 16) -> dict:
+    """Mean next-character loss over `ids` with windows of `window` characters sliding by half.
+
+    Each window scores only its second half (the first window scores all), so every character is
+    predicted from at least `window // 2` characters of context, and never from beyond the window.
+    """
+    stride = window // 2
+    starts = list(range(0, max(1, len(ids) - window), stride))
+    if starts[-1] + window < len(ids) - 1:
+        starts.append(len(ids) - 1 - window)
+
+    @tf.function(reduce_retracing=True)
+    def nll(x, y):
+        logits, _ = model(x, training=False)
+        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+    total, count, scored_to = 0.0, 0, 0  # scored_to: characters 1..scored_to already scored
+    for b in range(0, len(starts), batch):
+        chunk = starts[b : b + batch]
+        x = np.stack([ids[s : s + window] for s in chunk])
+        y = np.stack([ids[s + 1 : s + window + 1] for s in chunk])
+        losses = nll(x, y).numpy().astype(np.float64)
+        for row, s in zip(losses, chunk):
+            first_new = max(scored_to, s) - s  # targets ids[s+1+j] already scored for j < first_new
+            total += row[first_new:].sum()
+            count += window - first_new
+            scored_to = s + window
+    nats = total / count
+    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars_scored": count}
+
+
+def evaluate(model, cfg, data_dir=None) -> dict:
+    test_ids = zdata.encode(zdata.load_text(cfg.dataset, "test", data_dir), model.vocabulary)
+    return {f"test_{k}": v for k, v in windowed_nll(model, test_ids, model.max_context).items()}
+
+
+def export_graphs(model):
+    """One decoder graph for prefill (past length 0) and decode, in the ONNX Runtime GenAI /
+    Hugging Face Optimum naming: input_ids, position_ids, past_key_values.<i>.key/.value ->
+    logits, present.<i>.key/.value; caches as [batch, heads, length, head_dim]."""
+    from zoo.export import Graph
+
+    n, h, d = model.num_layers, model.num_heads, model.head_dim
+    past_names = [f"past_key_values.{i}.{kind}" for i in range(n) for kind in ("key", "value")]
+    signature = [tf.TensorSpec([None, None], tf.int64, name="input_ids"),
+                 tf.TensorSpec([None, None], tf.int64, name="position_ids")]
+    signature += [tf.TensorSpec([None, h, None, d], tf.float32, name=name) for name in past_names]
+
+    def decoder(input_ids, position_ids, *past):
+        cache = [tf.transpose(p, [0, 2, 1, 3]) for p in past]  # -> Keras's [batch, length, heads, dim]
+        logits, present = model(input_ids, cache, position_ids=position_ids, training=False)
+        outputs = {"logits": logits}
+        for name, p in zip(past_names, present):
+            outputs[name.replace("past_key_values", "present")] = tf.transpose(p, [0, 2, 1, 3])
+        return outputs
+
+    def example(rng):
+        batch, past, new = int(rng.integers(1, 4)), int(rng.integers(0, 6)), int(rng.integers(1, 5))
+        inputs = {"input_ids": rng.integers(0, model.vocab_size, (batch, new)).astype(np.int64),
+                  "position_ids": np.tile(np.arange(past, past + new, dtype=np.int64), (batch, 1))}
+        for name in past_names:
+            inputs[name] = rng.standard_normal((batch, h, past, d)).astype(np.float32)
+        return inputs
+
+    axes = {"input_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
+            "logits": ["batch", "sequence", model.vocab_size]}
+    for name in past_names:
+        axes[name] = ["batch", h, "past_sequence", d]
+        axes[name.replace("past_key_values", "present")] = ["batch", h, "total_sequence", d]
+    return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example)]
+
+
+def runtime_info(model) -> dict:
+    return {
+        "kind": "text-cached",
+        "graph": "decoder",
+        "vocabulary": model.vocabulary,
+        "max_context": model.max_context,
+        "num_layers": model.num_layers,
+        "num_heads": model.num_heads,
+        "head_dim": model.head_dim,
+        "past": "past_key_values.{i}.{kind}",
+        "present": "present.{i}.{kind}",
+        "graphs_note": "one graph: prefill with past_sequence = 0, then one token at a time",
+        "sample_defaults": text.sample_defaults(model.vocabulary),
+    }
+
+
+card_sample = text.card_sample

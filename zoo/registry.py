@@ -1,0 +1,35 @@
+"""One dict from model name to the module that defines it.
+
+A model module provides:
+  Config, PRESETS          a dataclass of hyper-parameters and its named presets ("tiny", "default")
+  DATASET                  the TFDS dataset it trains on by default
+  SAMPLE_DEFAULTS          sampling options for `zoo sample` (validated like --set keys)
+  load_data(cfg, data_dir) tf.data pipelines and what the model needs from the data (e.g. vocabulary)
+  build_model(cfg, data)   a compiled Keras model
+  evaluate(model, cfg, data_dir) -> dict of measured metrics
+  export_graphs(model)     the single-step graphs to publish (see zoo/export.py)
+  card(...)                the model-card sections specific to the model
+Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow.
+"""
+
+import importlib
+
+from zoo.config import choose
+
+MODELS = {
+    "rnn": "zoo.models.rnn",
+    "lstm": "zoo.models.lstm",
+    "transformer": "zoo.models.transformer",
+}
+
+
+def get(name: str):
+    return importlib.import_module(MODELS[choose("model", name, list(MODELS))])
+
+
+def preset(name: str, preset_name: str, assignments=()):
+    from zoo.config import apply_overrides
+
+    module = get(name)
+    cfg = module.PRESETS[choose("preset", preset_name, list(module.PRESETS))]
+    return apply_overrides(cfg, assignments)

@@ -1,0 +1,57 @@
+"""`python -m zoo.runtime sample EXPORT_DIR [options]`: needs only numpy and onnxruntime."""
+
+import argparse
+import json
+import sys
+
+from zoo.runtime.core import ExportFileError, load
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="print an export's manifest summary")
+    info.add_argument("export_dir")
+    s = sub.add_parser("sample", help="generate from an export")
+    s.add_argument("export_dir")
+    s.add_argument("--prompt", default=None, help="text models: the text to continue")
+    s.add_argument("--length", type=int, default=None, help="text models: characters to generate")
+    s.add_argument("--temperature", type=float, default=None)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--batch", type=int, default=1, help="independent samples")
+    s.add_argument("--on-full", default="slide", choices=("slide", "refuse"),
+                   help="models with a maximum context: slide the window, or refuse longer requests")
+    s.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
+    args = parser.parse_args(argv)
+    try:
+        export = load(args.export_dir, verify=not getattr(args, "no_verify", False))
+        if args.command == "info":
+            m = export.manifest
+            print(json.dumps({k: m.get(k) for k in ("model", "preset", "graphs", "metrics")}, indent=2))
+            return 0
+        kind = export.runtime.get("kind")
+        defaults = export.runtime.get("sample_defaults", {})
+        opts = {k: v if v is not None else defaults.get(k) for k, v in (
+            ("prompt", args.prompt), ("length", args.length), ("temperature", args.temperature),
+            ("top_k", args.top_k), ("seed", args.seed))}
+        if kind in ("text-recurrent", "text-cached"):
+            from zoo.runtime.text import sample_text
+
+            for text in sample_text(export, batch=args.batch, on_full=args.on_full, **opts):
+                print(text)
+                if args.batch > 1:
+                    print("-" * 40)
+            return 0
+        print(f"error: no sampler for export kind {kind!r}", file=sys.stderr)
+        return 2
+    except ExportFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""An export folder: manifest, checksums, ONNX Runtime sessions with checked inputs."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class ExportFileError(Exception):
+    """A file of the export is missing, unreadable or does not match its manifest checksum."""
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_providers():
+    """CUDA when onnxruntime-gpu sees a GPU, then CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class Export:
+    """An `exports/<model>/` folder. `verify=True` checks every file against manifest.json."""
+
+    def __init__(self, path, verify: bool = True, providers=None):
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise ExportFileError(f"{manifest_path} not found: is {self.path} a zoo export folder?")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ExportFileError(f"{manifest_path} is not valid JSON: {e}") from None
+        if verify:
+            self.verify()
+        self.providers = providers or default_providers()
+        self._sessions = {}
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def runtime(self) -> dict:
+        return self.manifest["runtime"]
+
+    def verify(self):
+        for rel, info in self.manifest.get("files", {}).items():
+            path = self.path / rel
+            if not path.is_file():
+                raise ExportFileError(f"{path} is listed in manifest.json but missing")
+            if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
+                raise ExportFileError(f"{path} does not match its sha256 in manifest.json (corrupt or modified)")
+
+    def graph(self, name: str) -> dict:
+        graphs = self.manifest["graphs"]
+        if name not in graphs:
+            raise KeyError(f"no graph {name!r} in {self.path}; graphs: {', '.join(graphs)}")
+        return graphs[name]
+
+    def session(self, name: str):
+        if name not in self._sessions:
+            import onnxruntime as ort
+
+            path = self.path / self.graph(name)["onnx"]
+            if not path.is_file():
+                raise ExportFileError(f"{path} not found")
+            self._sessions[name] = ort.InferenceSession(str(path), providers=self.providers)
+        return self._sessions[name]
+
+    def check_inputs(self, name: str, inputs: dict):
+        """Names, dtypes, ranks and fixed dimensions of `inputs` against the manifest."""
+        specs = {spec["name"]: spec for spec in self.graph(name)["inputs"]}
+        missing, extra = set(specs) - set(inputs), set(inputs) - set(specs)
+        if missing or extra:
+            raise ValueError(f"graph {name!r} takes inputs {sorted(specs)}; missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for key, spec in specs.items():
+            value = inputs[key]
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"input {key!r} must be a numpy array, got {type(value).__name__}")
+            if value.dtype != np.dtype(spec["dtype"]):
+                raise ValueError(f"input {key!r} must have dtype {spec['dtype']}, got {value.dtype}")
+            if value.ndim != len(spec["shape"]):
+                raise ValueError(f"input {key!r} must have rank {len(spec['shape'])} "
+                                 f"(shape {spec['shape']}), got shape {value.shape}")
+            for axis, (want, got) in enumerate(zip(spec["shape"], value.shape)):
+                if isinstance(want, int) and want > 0 and want != got:
+                    raise ValueError(f"input {key!r} axis {axis} must be {want}, got shape {value.shape}")
+
+    def run(self, name: str, inputs: dict, check: bool = True) -> dict:
+        """Run graph `name`; returns {output name: array}."""
+        if check:
+            self.check_inputs(name, inputs)
+        session = self.session(name)
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, inputs)))
+
+
+def load(path, verify: bool = True, providers=None) -> Export:
+    return Export(path, verify=verify, providers=providers)
+
+
+def sample_logits(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> np.ndarray:
+    """One id per row of `logits` [B, V]: softmax at `temperature` over the `top_k` best (0 = all).
+
+    temperature 0 means greedy (argmax).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    z = logits / temperature
+    if 0 < top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random((z.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=-1), z.shape[-1] - 1)
