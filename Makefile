@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODELS := rnn lstm transformer
+MODELS := rnn lstm transformer gan vae
 # Extra arguments for the zoo command, e.g. make train-rnn ARGS="--set epochs=2"
 ARGS ?=
 
@@ -17,7 +17,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv test test-large bench list clean $(addprefix train-,$(MODELS)) \
+.PHONY: venv test test-large bench list clean train-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +42,10 @@ $(addprefix export-,$(MODELS)): export-%: venv
 
 $(addprefix sample-,$(MODELS)): sample-%: venv
 	$(PY) -m zoo sample $* $(ARGS)
+
+# The image models' judge (FID features, class accuracy): exports/classifiers/<dataset>/
+train-classifier: venv
+	ZOO_COMMAND="make train-classifier" $(PY) -m zoo.metrics.classifier --dataset mnist $(ARGS)
 
 test: venv
 	$(PY) -m pytest

@@ -51,9 +51,15 @@ def mock_tfds():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def classifiers_in_tmp(tmp_path_factory):
+    """Image metrics train their judge classifier on demand: keep test ones out of exports/."""
+    os.environ["ZOO_CLASSIFIERS"] = str(tmp_path_factory.mktemp("classifiers"))
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """Train, evaluate and export each text model's tiny preset on mock data, once per session."""
+    """Train, evaluate and export a model's tiny preset on mock data, once per session."""
     from zoo import registry
     from zoo.evaluate import evaluate
     from zoo.export import export

@@ -75,6 +75,12 @@ def cmd_sample(args):
         for text in sample_text(export, **opts):
             print(text)
         return 0
+    if export.runtime.get("kind") == "image-generator":
+        from zoo.runtime.images import grid, sample_images, save_png
+
+        images, _ = sample_images(export, opts["labels"], opts["per_label"], opts["seed"])
+        print(f"wrote {save_png(grid(images), opts['out'])}")
+        return 0
     raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")
 
 

@@ -127,3 +127,31 @@ def consecutive_windows(ids: np.ndarray, seq_len: int, batch_size: int):
     x = ids[: n * seq_len].reshape(n, seq_len)
     y = ids[1 : n * seq_len + 1].reshape(n, seq_len)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).cache().prefetch(tf.data.AUTOTUNE)
+
+
+# --- Images ---------------------------------------------------------------------------------
+
+
+def image_arrays(name: str, split: str, data_dir=None, download: bool = True, limit: int = 0):
+    """A whole image split as numpy: uint8 images [N, H, W, C] and int32 labels [N]."""
+    import tensorflow as tf
+
+    ds = load(name, split, data_dir, download)
+    if limit:
+        ds = ds.take(limit)
+    images, labels = [], []
+    for batch in ds.batch(4096).prefetch(tf.data.AUTOTUNE):
+        images.append(batch["image"].numpy())
+        labels.append(batch["label"].numpy())
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def image_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool = True,
+                  drop_remainder: bool = True):
+    """(uint8 image, label) batches from arrays, reshuffled every epoch; the model scales them."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

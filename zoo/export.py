@@ -234,7 +234,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
             "dataset": run.get("dataset"),
             "training": {k: run.get(k) for k in ("command", "strategy", "params", "epochs_completed",
                                                   "best_epoch", "best_val_loss", "train_seconds",
-                                                  "resumed", "machine")},
+                                                  "resumed", "machine", "note")},
             "metrics": metrics,
             "parity_tolerance": tolerance,
             "versions": package_versions(),
@@ -319,9 +319,10 @@ def model_card(module, folder: Path, manifest: dict) -> str:
     seconds = training.get("train_seconds") or 0
     machine = training.get("machine") or {}
     where = f"{machine.get('cpus')} CPU cores" + (f", {machine['gpus']} GPU(s)" if machine.get("gpus") else ", no GPU")
+    kept = (f"kept: epoch {training.get('best_epoch')}, the lowest validation loss, {training['best_val_loss']:.4f}"
+            if training.get("best_val_loss") is not None else "kept: the last epoch")
     lines += [
-        f"| epochs | {training.get('epochs_completed')} (kept: epoch {training.get('best_epoch')}, the lowest "
-        f"validation loss, {training.get('best_val_loss'):.4f}) |",
+        f"| epochs | {training.get('epochs_completed')} ({kept}) |",
         f"| training wall time | {seconds / 60:.1f} min (sum of the epoch times in history.csv), {where} |",
         f"| strategy | {training.get('strategy')} |",
         "",
@@ -335,6 +336,8 @@ def model_card(module, folder: Path, manifest: dict) -> str:
                   "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v:,} |" for k, v in shown.items()]
         lines.append("")
+        if getattr(module, "EVAL_NOTE", None):
+            lines += [module.EVAL_NOTE, ""]
     if hasattr(module, "card_sample"):
         lines += [module.card_sample(folder, manifest), ""]
     lines += ["## Files", "", "| file | bytes |", "|---|---|"]

@@ -20,6 +20,8 @@ MODELS = {
     "rnn": "zoo.models.rnn",
     "lstm": "zoo.models.lstm",
     "transformer": "zoo.models.transformer",
+    "gan": "zoo.models.gan",
+    "vae": "zoo.models.vae",
 }
 
 

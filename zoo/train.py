@@ -76,7 +76,8 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
         for stale in (history_path, run_dir / "best.keras"):
             stale.unlink(missing_ok=True)
     previous = read_history(history_path)
-    best_so_far = min((row["val_loss"] for row in previous if "val_loss" in row), default=None)
+    monitor = getattr(module, "MONITOR", "val_loss")  # None: no loss ranks the epochs; keep the last
+    best_so_far = min((row[monitor] for row in previous if monitor in row), default=None) if monitor else None
     if resuming:
         print(f"resuming {name} from {backup_dir} after {len(previous)} completed epoch(s)")
 
@@ -89,7 +90,7 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
         EpochTimer(),  # before CSVLogger, so the CSV gets epoch_seconds
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True,
+            str(run_dir / "best.keras"), monitor=monitor or "loss", save_best_only=bool(monitor),
             initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(str(history_path), append=True),
@@ -110,30 +111,40 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
     )
     process_seconds = time.perf_counter() - start
 
-    history = read_history(history_path)
-    if (run_dir / "best.keras").exists():
-        model = load_model(run_dir / "best.keras")
+    model = finish_run(name, cfg, preset_name, run_dir, getattr(data, "split_sizes", None), strategy,
+                       resuming, process_seconds)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore removes it too; be sure
+    return model
+
+
+def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds):
+    """After fit: keep the best-validation epoch as model.keras and write run.json from history.csv."""
+    run_dir = Path(run_dir)
+    monitor = getattr(registry.get(name), "MONITOR", "val_loss")
+    history = read_history(run_dir / "history.csv")
+    model = load_model(run_dir / "best.keras")
     model.save(run_dir / "model.keras")
-    best = min(history, key=lambda row: row.get("val_loss", float("inf"))) if history else {}
+    if monitor and history:
+        best = min(history, key=lambda row: row.get(monitor, float("inf")))
+    else:
+        best = history[-1] if history else {}
     run = {
         "model": name,
         "preset": preset_name,
         "config": dataclasses.asdict(cfg),
         "dataset": {"name": cfg.dataset, "train_split": "train", "validation_split": "validation",
-                    "test_split": "test",
-                    "sizes": getattr(data, "split_sizes", None)},
+                    "test_split": "test", "sizes": split_sizes},
         "strategy": strategy,
         "params": int(model.count_params()),
         "epochs_completed": len(history),
         "best_epoch": int(best.get("epoch", -1)) + 1,
-        "best_val_loss": best.get("val_loss"),
+        "best_val_loss": best.get(monitor) if monitor else None,
         "train_seconds": sum(row.get("epoch_seconds", 0.0) for row in history),
         "process_seconds": process_seconds,
-        "resumed": resuming,
+        "resumed": resumed,
         "command": os.environ.get("ZOO_COMMAND") or " ".join(["python -m zoo"] + sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
         "versions": package_versions(),
     }
     (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore removes it too; be sure
     return model

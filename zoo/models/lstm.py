@@ -106,6 +106,7 @@ def build_model(cfg, data):
 
 
 evaluate = text.evaluate_recurrent
+EVAL_NOTE = text.RECURRENT_EVAL_NOTE
 export_graphs = text.recurrent_graphs
 runtime_info = text.runtime_info
 card_sample = text.card_sample

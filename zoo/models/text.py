@@ -138,6 +138,12 @@ def recurrent_nll(model, ids: np.ndarray, streams: int = 16, chunk: int = 256) -
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars_scored": streams * n}
 
 
+RECURRENT_EVAL_NOTE = (
+    "Test loss: the TFDS test split read as 16 contiguous pieces with the state carried from the "
+    "start of each piece, every character but a piece's first scored once (zoo.models.text.recurrent_nll)."
+)
+
+
 def evaluate_recurrent(model, cfg, data_dir=None) -> dict:
     test_ids = zdata.encode(zdata.load_text(cfg.dataset, "test", data_dir), model.vocabulary)
     return {f"test_{k}": v for k, v in recurrent_nll(model, test_ids).items()}

@@ -19,7 +19,10 @@ def main(argv=None) -> int:
     s.add_argument("--temperature", type=float, default=None)
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--batch", type=int, default=1, help="independent samples")
+    s.add_argument("--batch", type=int, default=1, help="text models: independent samples")
+    s.add_argument("--labels", default=None, help="image models: comma-separated class labels, one grid row each")
+    s.add_argument("--per-label", type=int, default=None, help="image models: images per label")
+    s.add_argument("--out", default=None, help="image models: the PNG to write")
     s.add_argument("--on-full", default="slide", choices=("slide", "refuse"),
                    help="models with a maximum context: slide the window, or refuse longer requests")
     s.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
@@ -42,6 +45,13 @@ def main(argv=None) -> int:
                 print(text)
                 if args.batch > 1:
                     print("-" * 40)
+            return 0
+        if kind == "image-generator":
+            from zoo.runtime.images import grid, sample_images, save_png
+
+            images, _ = sample_images(export, args.labels or defaults["labels"],
+                                      args.per_label or defaults["per_label"], opts["seed"])
+            print(f"wrote {save_png(grid(images), args.out or defaults['out'])}")
             return 0
         print(f"error: no sampler for export kind {kind!r}", file=sys.stderr)
         return 2

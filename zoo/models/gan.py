@@ -1,0 +1,271 @@
+"""`gan`: a class-conditional DCGAN on MNIST (the TensorFlow DCGAN tutorial's networks, conditioned).
+
+Generator: Dense, BatchNormalization, LeakyReLU, Reshape, Conv2DTranspose stack to a `tanh` image.
+Discriminator: Conv2D, LeakyReLU, Dropout, Dense. A label embedding enters both networks (an
+unconditional preset leaves it out). `train_step` updates both with their own optimizer.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import data as zdata
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "mnist"       # or fashion_mnist (--set dataset=fashion_mnist)
+    conditional: bool = True     # a label embedding in both networks: ask for a given digit
+    latent_dim: int = 64
+    base_filters: int = 64       # generator 7x7x(2*64) -> 14x14x64 -> 28x28x1
+    label_dim: int = 16          # width of the label embedding
+    dropout: float = 0.3         # the tutorial's discriminator dropout
+    batch_size: int = 128
+    epochs: int = 15
+    steps_per_epoch: int = 0     # 0: one pass over the train split
+    learning_rate: float = 2e-4  # Adam(2e-4, beta_1=0.5): the DCGAN paper's setting
+    beta_1: float = 0.5
+    seed: int = 0
+
+
+PRESETS = {
+    "default": Config(),
+    "unconditional": Config(conditional=False),
+    "tiny": Config(latent_dim=8, base_filters=4, label_dim=4, batch_size=8, epochs=2, steps_per_epoch=3),
+}
+DATASET = Config.dataset
+NUM_CLASSES = 10
+SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "out": "samples/gan.png"}
+
+
+def build_generator(latent_dim, base_filters, label_dim, conditional):
+    z = keras.Input((latent_dim,), name="z")
+    inputs, x = [z], z
+    if conditional:
+        label = keras.Input((), dtype="int32", name="label")
+        inputs.append(label)
+        x = keras.layers.Concatenate()([z, keras.layers.Embedding(NUM_CLASSES, label_dim)(label)])
+    x = keras.layers.Dense(7 * 7 * 2 * base_filters, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.LeakyReLU(0.2)(x)
+    x = keras.layers.Reshape((7, 7, 2 * base_filters))(x)
+    x = keras.layers.Conv2DTranspose(base_filters, 4, strides=2, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.LeakyReLU(0.2)(x)
+    image = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation="tanh", name="image")(x)
+    return keras.Model(inputs, image, name="generator")
+
+
+def build_discriminator(base_filters, label_dim, dropout, conditional):
+    image = keras.Input((28, 28, 1), name="image")
+    inputs, x = [image], image
+    if conditional:  # the label as an extra image channel
+        label = keras.Input((), dtype="int32", name="label")
+        inputs.append(label)
+        plane = keras.layers.Dense(28 * 28)(keras.layers.Embedding(NUM_CLASSES, label_dim)(label))
+        x = keras.layers.Concatenate()([image, keras.layers.Reshape((28, 28, 1))(plane)])
+    for filters in (base_filters, 2 * base_filters):
+        x = keras.layers.Conv2D(filters, 4, strides=2, padding="same")(x)
+        x = keras.layers.LeakyReLU(0.2)(x)
+        x = keras.layers.Dropout(dropout)(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="logit")(x), name="discriminator")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GAN(keras.Model):
+    def __init__(self, latent_dim=64, base_filters=64, label_dim=16, dropout=0.3, conditional=True, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim, self.base_filters, self.label_dim = latent_dim, base_filters, label_dim
+        self.dropout, self.conditional = dropout, conditional
+        self.generator = build_generator(latent_dim, base_filters, label_dim, conditional)
+        self.discriminator = build_discriminator(base_filters, label_dim, dropout, conditional)
+        self.bce = keras.losses.BinaryCrossentropy(from_logits=True, reduction="sum_over_batch_size")
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.d_real_tracker = keras.metrics.Mean(name="d_real")  # D's mean probability on real images
+
+    def build(self, input_shape=None):
+        self.built = True  # both networks are functional models, built in __init__
+
+    @property
+    def metrics(self):
+        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker]
+
+    def call(self, z, labels=None, training=False):
+        """Images in [-1, 1] for noise `z` (and `labels` when conditional)."""
+        return self.generator([z, labels] if self.conditional else z, training=training)
+
+    def compile(self, g_optimizer=None, d_optimizer=None, **kwargs):
+        super().compile(**kwargs)
+        self.g_optimizer = g_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+        self.d_optimizer = d_optimizer or keras.optimizers.Adam(2e-4, beta_1=0.5)
+
+    def get_compile_config(self):
+        return {"g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer),
+                "d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(g_optimizer=keras.saving.deserialize_keras_object(config["g_optimizer"]),
+                     d_optimizer=keras.saving.deserialize_keras_object(config["d_optimizer"]))
+
+    def _discriminate(self, images, labels, training):
+        return self.discriminator([images, labels] if self.conditional else images, training=training)
+
+    def train_step(self, data):
+        images, labels = data
+        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        batch = tf.shape(real)[0]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        z = tf.random.normal([batch, self.latent_dim])
+        with tf.GradientTape() as d_tape:
+            fake = self(z, labels, training=True)
+            real_logits = self._discriminate(real, labels, True)
+            fake_logits = self._discriminate(fake, labels, True)
+            d_loss = (self.bce(tf.ones_like(real_logits), real_logits)
+                      + self.bce(tf.zeros_like(fake_logits), fake_logits))
+            scaled = d_loss / replicas  # inside the tape, or it has nothing to differentiate
+        grads = d_tape.gradient(scaled, self.discriminator.trainable_variables)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+
+        z = tf.random.normal([batch, self.latent_dim])
+        with tf.GradientTape() as g_tape:
+            fake_logits = self._discriminate(self(z, labels, training=True), labels, True)
+            g_loss = self.bce(tf.ones_like(fake_logits), fake_logits)  # the non-saturating loss
+            scaled = g_loss / replicas
+        grads = g_tape.gradient(scaled, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        images, labels = data
+        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        z = tf.random.normal([tf.shape(real)[0], self.latent_dim])
+        real_logits = self._discriminate(real, labels, False)
+        fake_logits = self._discriminate(self(z, labels), labels, False)
+        d_loss = self.bce(tf.ones_like(real_logits), real_logits) + self.bce(tf.zeros_like(fake_logits), fake_logits)
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(self.bce(tf.ones_like(fake_logits), fake_logits))
+        self.d_real_tracker.update_state(tf.reduce_mean(tf.sigmoid(real_logits)))
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(latent_dim=self.latent_dim, base_filters=self.base_filters, label_dim=self.label_dim,
+                      dropout=self.dropout, conditional=self.conditional)
+        return config
+
+
+@dataclasses.dataclass
+class ImageData:
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    steps_per_epoch: int
+    split_sizes: dict
+
+
+def load_data(cfg, data_dir=None) -> ImageData:
+    x, y = zdata.image_arrays(cfg.dataset, "train", data_dir)
+    x_test, y_test = zdata.image_arrays(cfg.dataset, "test", data_dir)
+    steps = cfg.steps_per_epoch or len(x) // cfg.batch_size
+    return ImageData(
+        train=zdata.image_batches(x, y, cfg.batch_size, cfg.seed).repeat(),
+        # Losses on 2,000 train images each epoch, for the log only: no epoch is chosen by them.
+        val=zdata.image_batches(x[-2000:], y[-2000:], cfg.batch_size, cfg.seed, shuffle=False),
+        steps_per_epoch=steps,
+        split_sizes={"train": len(x), "test": len(x_test)},
+    )
+
+
+MONITOR = None  # no validation loss says which GAN epoch is best: keep the last
+
+
+def build_model(cfg, data=None):
+    model = GAN(latent_dim=cfg.latent_dim, base_filters=cfg.base_filters, label_dim=cfg.label_dim,
+                dropout=cfg.dropout, conditional=cfg.conditional)
+    model.build()
+    model.compile(g_optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1),
+                  d_optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1))
+    return model
+
+
+def generate(model, labels, seed=0, batch_size=1000) -> np.ndarray:
+    """Images in [0, 1], one per label, from seeded noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(0, len(labels), batch_size):
+        chunk = np.asarray(labels[i : i + batch_size], np.int32)
+        z = rng.standard_normal((len(chunk), model.latent_dim)).astype(np.float32)
+        out.append(np.asarray(model(z, chunk if model.conditional else None)))
+    return (np.concatenate(out) + 1.0) / 2.0
+
+
+EVAL_NOTE = (
+    "FID: 10,000 generated images (1,000 per class) against the 10,000 test images, on the 128-d "
+    "penultimate features of the zoo's classifier (zoo.metrics.classifier). Class accuracy: how "
+    "often that classifier gives the requested label."
+)
+
+
+def evaluate(model, cfg, data_dir=None, samples=10000) -> dict:
+    from zoo.metrics import classifier, fid
+
+    judge = classifier.load(cfg.dataset, data_dir)
+    x_test, _ = zdata.image_arrays(cfg.dataset, "test", data_dir)
+    labels = np.arange(samples) % NUM_CLASSES
+    images = generate(model, labels, seed=cfg.seed)
+    metrics = {"fid": fid.fid(judge.features(images), judge.features(x_test / 255.0)),
+               "samples": samples, "classifier_test_accuracy": judge.info["test_accuracy"]}
+    if model.conditional:
+        metrics["class_accuracy"] = float((judge.labels(images) == labels).mean())
+    return metrics
+
+
+def export_graphs(model):
+    """The generator `(z[, label]) -> image` in [-1, 1]; noise is an input, never drawn inside."""
+    from zoo.export import Graph
+
+    signature = [tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")]
+    if model.conditional:
+        signature.append(tf.TensorSpec([None], tf.int32, name="label"))
+
+    def generator(z, label=None):
+        return {"image": model(z, label, training=False)}
+
+    def example(rng):
+        batch = int(rng.integers(1, 5))
+        inputs = {"z": rng.standard_normal((batch, model.latent_dim)).astype(np.float32)}
+        if model.conditional:
+            inputs["label"] = rng.integers(0, NUM_CLASSES, batch).astype(np.int32)
+        return inputs
+
+    axes = {"z": ["batch", model.latent_dim], "label": ["batch"], "image": ["batch", 28, 28, 1]}
+    return [Graph(name="generator", fn=generator, input_signature=signature, axes=axes, example=example)]
+
+
+def runtime_info(model) -> dict:
+    return {"kind": "image-generator", "graph": "generator", "output": "image", "latent_dim": model.latent_dim,
+            "conditional": model.conditional, "num_classes": NUM_CLASSES, "output_range": [-1.0, 1.0],
+            "sample_defaults": SAMPLE_DEFAULTS}
+
+
+def card_sample(folder, manifest) -> str:
+    """A labelled grid (one row per digit) made by the numpy/onnxruntime runtime, saved beside the card."""
+    from zoo.runtime import load
+    from zoo.runtime.images import grid, sample_images, save_png
+
+    opts = manifest["runtime"]["sample_defaults"]
+    images, labels = sample_images(load(folder), opts["labels"], opts["per_label"], opts["seed"])
+    save_png(grid(images), folder / "samples.png")
+    rows = "one row per label, " + ", ".join(str(int(l)) for l in labels) if manifest["runtime"]["conditional"] \
+        else "unconditional samples"
+    command = (f"python -m zoo.runtime sample exports/{manifest['model']} --labels {opts['labels']} "
+               f"--per-label {opts['per_label']} --seed {opts['seed']} --out samples.png")
+    return "\n".join(["## Samples", "", "```sh", command, "```", "",
+                      f"![samples](samples.png)", "", f"({rows}.)"])
