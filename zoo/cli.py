@@ -76,10 +76,10 @@ def cmd_sample(args):
             print(text)
         return 0
     if export.runtime.get("kind") == "image-generator":
-        from zoo.runtime.images import grid, sample_images, save_png
+        from zoo.runtime.images import write_grid
 
-        images, _ = sample_images(export, opts["labels"], opts["per_label"], opts["seed"])
-        print(f"wrote {save_png(grid(images), opts['out'])}")
+        path, _ = write_grid(export, opts["out"], opts["labels"], opts["per_label"], opts["seed"])
+        print(f"wrote {path}")
         return 0
     raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")
 

@@ -76,7 +76,7 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
         for stale in (history_path, run_dir / "best.keras"):
             stale.unlink(missing_ok=True)
     previous = read_history(history_path)
-    monitor = getattr(module, "MONITOR", "val_loss")  # None: no loss ranks the epochs; keep the last
+    monitor = monitor_of(module)
     best_so_far = min((row[monitor] for row in previous if monitor in row), default=None) if monitor else None
     if resuming:
         print(f"resuming {name} from {backup_dir} after {len(previous)} completed epoch(s)")
@@ -112,17 +112,23 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
     process_seconds = time.perf_counter() - start
 
     model = finish_run(name, cfg, preset_name, run_dir, getattr(data, "split_sizes", None), strategy,
-                       resuming, process_seconds)
+                       resuming, process_seconds, model)
     shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore removes it too; be sure
     return model
 
 
-def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds):
-    """After fit: keep the best-validation epoch as model.keras and write run.json from history.csv."""
+def monitor_of(module):
+    """The logged value that ranks epochs (lowest wins); None: nothing does, keep the last epoch."""
+    return getattr(module, "MONITOR", "val_loss")
+
+
+def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds, model=None):
+    """After fit: keep the best checkpoint (else `model`) as model.keras; write run.json from history.csv."""
     run_dir = Path(run_dir)
-    monitor = getattr(registry.get(name), "MONITOR", "val_loss")
+    monitor = monitor_of(registry.get(name))
     history = read_history(run_dir / "history.csv")
-    model = load_model(run_dir / "best.keras")
+    if (run_dir / "best.keras").exists() or model is None:
+        model = load_model(run_dir / "best.keras")
     model.save(run_dir / "model.keras")
     if monitor and history:
         best = min(history, key=lambda row: row.get(monitor, float("inf")))

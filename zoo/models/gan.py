@@ -172,14 +172,13 @@ class ImageData:
 
 def load_data(cfg, data_dir=None) -> ImageData:
     x, y = zdata.image_arrays(cfg.dataset, "train", data_dir)
-    x_test, y_test = zdata.image_arrays(cfg.dataset, "test", data_dir)
     steps = cfg.steps_per_epoch or len(x) // cfg.batch_size
     return ImageData(
         train=zdata.image_batches(x, y, cfg.batch_size, cfg.seed).repeat(),
         # Losses on 2,000 train images each epoch, for the log only: no epoch is chosen by them.
         val=zdata.image_batches(x[-2000:], y[-2000:], cfg.batch_size, cfg.seed, shuffle=False),
         steps_per_epoch=steps,
-        split_sizes={"train": len(x), "test": len(x_test)},
+        split_sizes={"train": len(x)},  # the test split is read by evaluate() alone
     )
 
 
@@ -258,11 +257,10 @@ def runtime_info(model) -> dict:
 def card_sample(folder, manifest) -> str:
     """A labelled grid (one row per digit) made by the numpy/onnxruntime runtime, saved beside the card."""
     from zoo.runtime import load
-    from zoo.runtime.images import grid, sample_images, save_png
+    from zoo.runtime.images import write_grid
 
     opts = manifest["runtime"]["sample_defaults"]
-    images, labels = sample_images(load(folder), opts["labels"], opts["per_label"], opts["seed"])
-    save_png(grid(images), folder / "samples.png")
+    _, labels = write_grid(load(folder), folder / "samples.png", opts["labels"], opts["per_label"], opts["seed"])
     rows = "one row per label, " + ", ".join(str(int(l)) for l in labels) if manifest["runtime"]["conditional"] \
         else "unconditional samples"
     command = (f"python -m zoo.runtime sample exports/{manifest['model']} --labels {opts['labels']} "

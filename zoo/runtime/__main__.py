@@ -47,11 +47,11 @@ def main(argv=None) -> int:
                     print("-" * 40)
             return 0
         if kind == "image-generator":
-            from zoo.runtime.images import grid, sample_images, save_png
+            from zoo.runtime.images import write_grid
 
-            images, _ = sample_images(export, args.labels or defaults["labels"],
-                                      args.per_label or defaults["per_label"], opts["seed"])
-            print(f"wrote {save_png(grid(images), args.out or defaults['out'])}")
+            path, _ = write_grid(export, args.out or defaults["out"], args.labels or defaults["labels"],
+                                 args.per_label or defaults["per_label"], opts["seed"])
+            print(f"wrote {path}")
             return 0
         print(f"error: no sampler for export kind {kind!r}", file=sys.stderr)
         return 2

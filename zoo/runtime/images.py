@@ -59,3 +59,9 @@ def save_png(image: np.ndarray, path, scale: int = 2) -> Path:
         picture = picture.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
     picture.save(path)
     return path
+
+
+def write_grid(export: Export, path, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0) -> tuple:
+    """Sample `per_label` images per label (one grid row each) and write them as a PNG: (path, labels)."""
+    images, labels = sample_images(export, labels, per_label, seed)
+    return save_png(grid(images), path), labels
