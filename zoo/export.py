@@ -290,8 +290,12 @@ def _save_without_optimizer(model, path: Path):
     copy = model.__class__.from_config(model.get_config())
     copy.build_from_config(model.get_build_config())
     copy.set_weights(model.get_weights())
-    if model.get_compile_config():
-        copy.compile_from_config(model.get_compile_config())
+    config = model.get_compile_config()
+    if config and type(copy).compile is keras.Model.compile:
+        # Keras's own compile_from_config builds the optimizer (zero-filled slots, saved too).
+        copy.compile(**keras.saving.deserialize_keras_object(config))
+    elif config:
+        copy.compile_from_config(config)  # the zoo's custom compiles leave the optimizer unbuilt
     copy.save(path)
 
 
