@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODELS := rnn lstm transformer gan vae
+MODELS := rnn lstm transformer gan vae pixelcnn wavenet
 # Extra arguments for the zoo command, e.g. make train-rnn ARGS="--set epochs=2"
 ARGS ?=
 
@@ -17,7 +17,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv test test-large bench list clean train-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv test test-large bench list clean train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +46,10 @@ $(addprefix sample-,$(MODELS)): sample-%: venv
 # The image models' judge (FID features, class accuracy): exports/classifiers/<dataset>/
 train-classifier: venv
 	ZOO_COMMAND="make train-classifier" $(PY) -m zoo.metrics.classifier --dataset mnist $(ARGS)
+
+# wavenet's judge: a spoken-digit classifier scored on the held-out speaker
+train-audio-classifier: venv
+	ZOO_COMMAND="make train-audio-classifier" $(PY) -m zoo.metrics.audio_classifier $(ARGS)
 
 test: venv
 	$(PY) -m pytest

@@ -42,7 +42,27 @@ def mock_data():
     stack = contextlib.ExitStack()
     stack.enter_context(tfds.testing.mock_data(num_examples=30))
     stack.enter_context(mock.patch.object(data, "_online", return_value=True))
+    # The mock's random filenames carry no speaker: spoken digits come from fake_audio_clips.
+    stack.enter_context(mock.patch.object(data, "audio_clips", fake_audio_clips))
     return stack
+
+
+def fake_audio_clips(name="spoken_digit", split="train", data_dir=None, download=True, speakers=("ann", "bob", "theo"),
+                     per_digit=3):
+    """spoken_digit-like clips: a tone per digit with noise, named <digit>_<speaker>_<index>.wav."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clips, labels, filenames = [], [], []
+    for speaker in speakers:
+        for digit in range(10):
+            for index in range(per_digit):
+                t = np.arange(int(rng.integers(60, 200))) / 8000.0
+                tone = 8000 * np.sin(2 * np.pi * (200 + 60 * digit) * t) + rng.normal(0, 300, t.shape)
+                clips.append(tone.astype(np.int64))
+                labels.append(digit)
+                filenames.append(f"{digit}_{speaker}_{index}.wav")
+    return clips, np.asarray(labels, np.int32), filenames
 
 
 @pytest.fixture

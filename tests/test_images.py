@@ -128,7 +128,7 @@ def test_image_sampling_and_errors(trained, tmp_path):
         sample_images(export, "three")
 
 
-@pytest.mark.parametrize("name", IMAGE_MODELS)
+@pytest.mark.parametrize("name", IMAGE_MODELS + ["pixelcnn"])
 def test_image_runtime_without_tensorflow(name, trained, tmp_path):
     export = trained(name)["export"]
     out = tmp_path / "grid.png"

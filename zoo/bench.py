@@ -7,6 +7,10 @@ Recurrent text models: characters per second sampling one character per step wit
 for a single stream and for a batch of 32 streams.
 Transformer: tokens per second generating 256 tokens after a 64-token prompt, with the key/value
 cache vs recomputing the whole sequence each step, ONNX Runtime vs TensorFlow, batch 1 and 16.
+PixelCNN: seconds to sample 16 images pixel by pixel: the runtime (ONNX Runtime on the strip of
+rows each pixel sees) vs the naive loop calling Keras `predict` on the whole image 784 times.
+WaveNet: audio samples per second for one stream, the cached step graph (`zoo.runtime.audio`,
+sampling included) vs running the full network on the last receptive field each step.
 Numbers depend on the machine; the README quotes a run on the zoo's 2-core build machine.
 """
 
@@ -129,27 +133,115 @@ def bench_cached(name, export_dir, prompt_len, new_tokens, batches):
     return rows
 
 
+def bench_pixels(name, export_dir, images):
+    """Seconds to draw `images` images: runtime strips, runtime whole image, Keras predict x 784."""
+    from zoo.models import load_model
+    from zoo.runtime.images import sample_pixels
+
+    export = load(export_dir)
+    info = export.runtime
+    model = load_model(Path(export_dir) / "model.keras")
+    labels = np.arange(images, dtype=np.int32) % info["num_classes"]
+
+    def keras_naive():
+        rng = np.random.default_rng(0)
+        x = np.zeros((images, info["height"], info["width"], 1), np.float32)
+        for i in range(info["height"]):
+            for j in range(info["width"]):
+                if info["conditional"]:  # predict() hands the model one input; call it with both
+                    logits = np.asarray(model(x, labels))[:, i, j, 0]
+                else:
+                    logits = model.predict(x, verbose=0, batch_size=images)[:, i, j, 0]
+                x[:, i, j, 0] = rng.random(images) < 1.0 / (1.0 + np.exp(-logits))
+
+    rows = []
+    for engine, fn in (("ONNX Runtime, strips of rows (zoo.runtime)", lambda: sample_pixels(export, labels, np.random.default_rng(0))),
+                       ("ONNX Runtime, whole image each pixel", lambda: sample_pixels(export, labels, np.random.default_rng(0), full_image=True)),
+                       ("Keras predict, whole image each pixel", keras_naive)):
+        start = time.perf_counter()
+        fn()
+        rows.append((name, engine, images, time.perf_counter() - start))
+    return rows
+
+
+def bench_audio(name, export_dir, samples, recompute_samples, batches):
+    """Samples/s: cached step (ONNX Runtime, and the Keras step in a tf.function) vs recomputing
+    the receptive field with the full network every step (ONNX Runtime)."""
+    import tensorflow as tf
+
+    from zoo.models import load_model
+    from zoo.runtime.audio import SILENCE, generate
+
+    export = load(export_dir)
+    info = export.runtime
+    field = info["receptive_field"]
+    model = load_model(Path(export_dir) / "model.keras")
+    session = export.session(info["network_graph"])
+    step = tf.function(model.step)
+
+    def ort_cached(batch, n):
+        generate(export, [7] * batch, seconds=n / info["sample_rate"], seed=0)
+
+    def ort_recompute(batch, n):
+        rng = np.random.default_rng(0)
+        window = np.full((batch, field), SILENCE, np.int32)
+        digit = np.full(batch, 7, np.int32)
+        for _ in range(n):
+            logits = session.run(["logits"], {"samples": window, "digit": digit})[0][:, -1]
+            nxt = sample_logits(logits, 1.0, 0, rng).astype(np.int32)
+            window = np.concatenate([window[:, 1:], nxt[:, None]], axis=1)
+
+    def tf_cached(batch, n):
+        rng = np.random.default_rng(0)
+        queues, digit = model.initial_queues(batch), tf.fill([batch], 7)
+        current = np.full(batch, SILENCE, np.int32)
+        for _ in range(n):
+            logits, queues = step(tf.constant(current), digit, queues)
+            current = sample_logits(logits.numpy(), 1.0, 0, rng).astype(np.int32)
+
+    rows = []
+    for batch in batches:
+        for engine, fn, n in (("ONNX Runtime, cached step", ort_cached, samples),
+                              ("TF tf.function, cached step", tf_cached, recompute_samples * 4),
+                              (f"ONNX Runtime, recompute {field} samples", ort_recompute, recompute_samples)):
+            fn(batch, 20)  # warm up
+            start = time.perf_counter()
+            fn(batch, n)
+            rows.append((name, engine, batch, batch * n / (time.perf_counter() - start)))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", default="exports", help="folder holding exports/<model>/")
-    parser.add_argument("--models", default="rnn,lstm,transformer")
+    parser.add_argument("--models", default="rnn,lstm,transformer,pixelcnn,wavenet")
+    parser.add_argument("--pixel-images", type=int, default=16, help="pixelcnn: images sampled together")
     parser.add_argument("--length", type=int, default=500, help="characters generated per stream")
     parser.add_argument("--eager-length", type=int, default=200, help="the same for the slow eager loop")
     parser.add_argument("--batches", default="1,32", help="recurrent models' batch sizes")
     parser.add_argument("--cached-batches", default="1,16", help="transformer batch sizes")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--audio-samples", type=int, default=16000, help="wavenet: samples per stream, cached")
+    parser.add_argument("--recompute-samples", type=int, default=400, help="wavenet: the same, recomputing")
+    parser.add_argument("--audio-batches", default="1,16", help="wavenet batch sizes")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     batches = [int(b) for b in args.batches.split(",")]
-    rows, cached_rows = [], []
+    rows, cached_rows, audio_rows, pixel_rows = [], [], [], []
     for name in args.models.split(","):
         folder = Path(args.exports) / name
         if not (folder / "manifest.json").exists():
             print(f"skipping {name}: no export in {folder} (make train-{name})")
             continue
-        if load(folder, verify=False).runtime["kind"] == "text-cached":
+        kind = load(folder, verify=False).runtime["kind"]
+        if kind == "image-autoregressive":
+            pixel_rows += bench_pixels(name, folder, args.pixel_images)
+        elif kind == "audio-generator":
+            audio_rows += bench_audio(name, folder, args.audio_samples, args.recompute_samples,
+                                      [int(b) for b in args.audio_batches.split(",")])
+        elif kind == "text-cached":
             cached_rows += bench_cached(name, folder, args.prompt_tokens, args.new_tokens,
                                         [int(b) for b in args.cached_batches.split(",")])
         else:
@@ -157,16 +249,20 @@ def main(argv=None):
     print_table(f"Recurrent text generation, characters per second, {args.length} characters per stream", "chars/s", rows)
     print_table(f"Transformer generation, tokens per second, {args.new_tokens} new tokens after a "
                 f"{args.prompt_tokens}-token prompt, greedy", "tokens/s", cached_rows)
+    print_table("PixelCNN sampling, seconds for a batch of images drawn pixel by pixel (784 network runs)",
+                "seconds", pixel_rows, column="images")
+    print_table("WaveNet generation, audio samples per second (8,000 a second is real time), "
+                "sampling at temperature 1 included", "samples/s", audio_rows)
 
 
-def print_table(title, unit, rows):
+def print_table(title, unit, rows, column="batch"):
     if not rows:
         return
     print(f"\n{title} ({os.cpu_count()} CPU cores):\n")
-    print(f"| model | engine | batch | {unit} |")
+    print(f"| model | engine | {column} | {unit} |")
     print("|---|---|---:|---:|")
-    for name, engine, batch, speed in rows:
-        print(f"| {name} | {engine} | {batch} | {speed:,.0f} |")
+    for name, engine, batch, value in rows:
+        print(f"| {name} | {engine} | {batch} | {value:,.1f} |" if value < 100 else f"| {name} | {engine} | {batch} | {value:,.0f} |")
 
 
 if __name__ == "__main__":

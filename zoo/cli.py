@@ -75,11 +75,17 @@ def cmd_sample(args):
         for text in sample_text(export, **opts):
             print(text)
         return 0
-    if export.runtime.get("kind") == "image-generator":
+    if export.runtime.get("kind") in ("image-generator", "image-autoregressive"):
         from zoo.runtime.images import write_grid
 
         path, _ = write_grid(export, opts["out"], opts["labels"], opts["per_label"], opts["seed"])
         print(f"wrote {path}")
+        return 0
+    if export.runtime.get("kind") == "audio-generator":
+        from zoo.runtime.audio import write_clips
+
+        for path in write_clips(export, opts["out"], opts["digits"], opts["seconds"], opts["temperature"], opts["seed"]):
+            print(f"wrote {path}")
         return 0
     raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")
 

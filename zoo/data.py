@@ -155,3 +155,17 @@ def image_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed:
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+# --- Audio ----------------------------------------------------------------------------------
+
+
+def audio_clips(name: str, split: str, data_dir=None, download: bool = True):
+    """A whole audio split as numpy: (list of int16-range int64 arrays, int32 labels, filenames)."""
+    ds = load(name, split, data_dir, download)
+    clips, labels, filenames = [], [], []
+    for example in ds.as_numpy_iterator():
+        clips.append(example["audio"])
+        labels.append(example["label"])
+        filenames.append(example["audio/filename"].decode("utf-8"))
+    return clips, np.asarray(labels, np.int32), filenames

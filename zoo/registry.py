@@ -22,6 +22,8 @@ MODELS = {
     "transformer": "zoo.models.transformer",
     "gan": "zoo.models.gan",
     "vae": "zoo.models.vae",
+    "pixelcnn": "zoo.models.pixelcnn",
+    "wavenet": "zoo.models.wavenet",
 }
 
 

@@ -22,7 +22,9 @@ def main(argv=None) -> int:
     s.add_argument("--batch", type=int, default=1, help="text models: independent samples")
     s.add_argument("--labels", default=None, help="image models: comma-separated class labels, one grid row each")
     s.add_argument("--per-label", type=int, default=None, help="image models: images per label")
-    s.add_argument("--out", default=None, help="image models: the PNG to write")
+    s.add_argument("--digits", default=None, help="audio models: comma-separated digits, one clip each")
+    s.add_argument("--seconds", type=float, default=None, help="audio models: length of each clip")
+    s.add_argument("--out", default=None, help="image models: the PNG to write; audio models: the folder for .wav files")
     s.add_argument("--on-full", default="slide", choices=("slide", "refuse"),
                    help="models with a maximum context: slide the window, or refuse longer requests")
     s.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
@@ -46,12 +48,21 @@ def main(argv=None) -> int:
                 if args.batch > 1:
                     print("-" * 40)
             return 0
-        if kind == "image-generator":
+        if kind in ("image-generator", "image-autoregressive"):
             from zoo.runtime.images import write_grid
 
             path, _ = write_grid(export, args.out or defaults["out"], args.labels or defaults["labels"],
                                  args.per_label or defaults["per_label"], opts["seed"])
             print(f"wrote {path}")
+            return 0
+        if kind == "audio-generator":
+            from zoo.runtime.audio import write_clips
+
+            paths = write_clips(export, args.out or defaults["out"], args.digits or defaults["digits"],
+                                args.seconds or defaults["seconds"],
+                                defaults["temperature"] if args.temperature is None else args.temperature, opts["seed"])
+            for path in paths:
+                print(f"wrote {path}")
             return 0
         print(f"error: no sampler for export kind {kind!r}", file=sys.stderr)
         return 2
