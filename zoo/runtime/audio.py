@@ -1,0 +1,137 @@
+"""Audio for `wavenet`: mu-law companding, cached sample-by-sample generation, `.wav` files.
+
+numpy, onnxruntime and the standard library only. Training imports the mu-law functions from
+here too, so the codes a model learns are the codes the runtime decodes.
+
+Generation runs the exported `step` graph once per sample. Each layer's queue of past inputs is
+an input and comes back, advanced by one, as an output; the loop keeps two sets of ONNX Runtime
+buffers and swaps them each step (I/O binding), so no queue is copied through numpy.
+"""
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from zoo.runtime.core import Export, sample_logits
+
+MU = 255  # 256 levels: the WaveNet paper's 8-bit mu-law
+
+
+def mu_law_encode(audio: np.ndarray, mu: int = MU) -> np.ndarray:
+    """Floats in [-1, 1] -> integer codes 0..mu (silence is mu // 2 + 1 = 128)."""
+    x = np.clip(np.asarray(audio, np.float64), -1.0, 1.0)
+    companded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return np.floor((companded + 1.0) / 2.0 * mu + 0.5).astype(np.int32)
+
+
+def mu_law_decode(codes: np.ndarray, mu: int = MU) -> np.ndarray:
+    """Codes 0..mu -> floats in [-1, 1] (the inverse of `mu_law_encode` up to quantisation)."""
+    companded = 2.0 * np.asarray(codes, np.float64) / mu - 1.0
+    return (np.sign(companded) * np.expm1(np.abs(companded) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+SILENCE = int(mu_law_encode(np.zeros(1))[0])
+
+
+def write_wav(path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Mono floats in [-1, 1] -> a 16-bit PCM `.wav`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+    return path
+
+
+def read_wav(path) -> tuple:
+    """A 16-bit mono `.wav` -> (floats in [-1, 1], sample rate)."""
+    with wave.open(str(path), "rb") as f:
+        if f.getsampwidth() != 2 or f.getnchannels() != 1:
+            raise ValueError(f"{path}: expected 16-bit mono PCM")
+        pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2")
+        return pcm.astype(np.float32) / 32768.0, f.getframerate()
+
+
+class StepRunner:
+    """Runs the `step` graph with its queues kept in ONNX Runtime buffers between calls."""
+
+    def __init__(self, export: Export, batch: int):
+        import onnxruntime as ort
+
+        info = export.runtime
+        self.session = export.session(info["step_graph"])
+        self.queue_names = [f"queue.{i}" for i in range(len(info["dilations"]))]
+        device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+
+        def zeros(shape):
+            return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32), device, 0)
+
+        channels = info["residual_channels"]
+        buffers = [[zeros((batch, d, channels)) for d in info["dilations"]] for _ in range(2)]
+        self.sample = ort.OrtValue.ortvalue_from_numpy(np.zeros(batch, np.int32))
+        self.digit = ort.OrtValue.ortvalue_from_numpy(np.zeros(batch, np.int32))
+        self.logits = ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, 256), np.float32))
+        self.bindings = []
+        for source, target in ((buffers[0], buffers[1]), (buffers[1], buffers[0])):
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input("sample", self.sample)
+            binding.bind_ortvalue_input("digit", self.digit)
+            binding.bind_ortvalue_output("logits", self.logits)
+            for name, queue, next_queue in zip(self.queue_names, source, target):
+                binding.bind_ortvalue_input(name, queue)
+                binding.bind_ortvalue_output("next_" + name, next_queue)
+            self.bindings.append(binding)
+        self.steps = 0
+
+    def __call__(self, sample: np.ndarray, digit: np.ndarray) -> np.ndarray:
+        """Logits [B, 256] for the next sample, given this one; advances the queues."""
+        self.sample.update_inplace(np.ascontiguousarray(sample, np.int32))
+        self.digit.update_inplace(np.ascontiguousarray(digit, np.int32))
+        self.session.run_with_iobinding(self.bindings[self.steps % 2])
+        self.steps += 1
+        return self.logits.numpy()
+
+
+def parse_digits(digits, num_classes: int = 10) -> np.ndarray:
+    if isinstance(digits, str):
+        try:
+            digits = [int(p) for p in digits.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"digits must be integers separated by commas, got {digits!r}") from None
+    digits = np.asarray(digits, np.int32).reshape(-1)
+    if digits.size == 0 or digits.min() < 0 or digits.max() >= num_classes:
+        raise ValueError(f"digits must be in 0..{num_classes - 1}, got {digits.tolist()}")
+    return digits
+
+
+def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0, top_k: int = 0,
+             seed: int = 0) -> np.ndarray:
+    """One clip per requested digit, generated together: floats [len(digits), samples] in [-1, 1]."""
+    info = export.runtime
+    if info.get("kind") != "audio-generator":
+        raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
+    digits = parse_digits(digits, info["num_classes"])
+    length = int(round(seconds * info["sample_rate"]))
+    if length < 1:
+        raise ValueError(f"seconds must give at least one sample, got {seconds}")
+    rng = np.random.default_rng(seed)
+    step = StepRunner(export, len(digits))
+    codes = np.empty((len(digits), length), np.int32)
+    current = np.full(len(digits), SILENCE, np.int32)  # the clip starts from silence, as in training
+    for t in range(length):
+        current = sample_logits(step(current, digits), temperature, top_k, rng).astype(np.int32)
+        codes[:, t] = current
+    return mu_law_decode(codes)
+
+
+def write_clips(export: Export, folder, digits="0,1,2,3,4,5,6,7,8,9", seconds: float = 1.0,
+                temperature: float = 1.0, seed: int = 0) -> list:
+    """Generate one clip per digit and write `digit_<d>.wav` files into `folder`: the paths."""
+    digits = parse_digits(digits, export.runtime["num_classes"])
+    clips = generate(export, digits, seconds, temperature, seed=seed)
+    return [write_wav(Path(folder) / f"digit_{d}.wav", clip, export.runtime["sample_rate"])
+            for d, clip in zip(digits, clips)]
