@@ -1,7 +1,6 @@
 """gan and vae: training steps, saving, exports, image runtime, and the FID/classifier metrics."""
 
 import json
-import textwrap
 
 import keras
 import numpy as np
@@ -9,8 +8,7 @@ import onnx
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_python
-from tests.test_runtime import BLOCK_TENSORFLOW
+from tests.test_runtime import run_runtime_cli
 from zoo import registry, runtime
 from zoo.metrics.fid import fid, frechet_distance
 
@@ -132,19 +130,8 @@ def test_image_sampling_and_errors(trained, tmp_path):
 def test_image_runtime_without_tensorflow(name, trained, tmp_path):
     export = trained(name)["export"]
     out = tmp_path / "grid.png"
-    code = BLOCK_TENSORFLOW + textwrap.dedent(f"""
-        import runpy
-        sys.argv = ["zoo.runtime", "sample", {str(export)!r}, "--labels", "1,2", "--per-label", "3",
-                    "--out", {str(out)!r}]
-        try:
-            runpy.run_module("zoo.runtime", run_name="__main__")
-        except SystemExit as e:
-            assert e.code == 0, e.code
-        print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
-    """)
-    result = run_python(code)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+    lines = run_runtime_cli("sample", export, "--labels", "1,2", "--per-label", "3", "--out", out)
+    assert lines[-1] == "LOADED []"
     assert out.exists()
 
 

@@ -21,12 +21,14 @@ BLOCK_TENSORFLOW = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("name", TEXT_MODELS)
-def test_runtime_samples_without_tensorflow(name, trained):
-    export = trained(name)["export"]
+def run_runtime_cli(*argv):
+    """`python -m zoo.runtime ARGV` in a fresh interpreter that cannot import TensorFlow or Keras.
+
+    Returns its stdout lines; the last is `LOADED [...]`, the TensorFlow-family modules it loaded.
+    """
     code = BLOCK_TENSORFLOW + textwrap.dedent(f"""
         import runpy
-        sys.argv = ["zoo.runtime", "sample", {str(export)!r}, "--length", "40", "--seed", "1"]
+        sys.argv = ["zoo.runtime", *{list(map(str, argv))!r}]
         try:
             runpy.run_module("zoo.runtime", run_name="__main__")
         except SystemExit as e:
@@ -36,7 +38,13 @@ def test_runtime_samples_without_tensorflow(name, trained):
     """)
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
+    return result.stdout.strip().splitlines()
+
+
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_runtime_samples_without_tensorflow(name, trained):
+    export = trained(name)["export"]
+    lines = run_runtime_cli("sample", export, "--length", "40", "--seed", "1")
     assert lines[-1] == "LOADED []"
     prompt = json.loads((export / "manifest.json").read_text())["runtime"]["sample_defaults"]["prompt"]
     assert lines[0].startswith(prompt)

@@ -1,14 +1,13 @@
 """wavenet: mu-law, the speaker split, cached step == full network (Keras and ONNX), audio runtime."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import fake_audio_clips, run_python
-from tests.test_runtime import BLOCK_TENSORFLOW
+from tests.conftest import fake_audio_clips
+from tests.test_runtime import run_runtime_cli
 from zoo import registry, runtime
 from zoo.models import wavenet
 from zoo.runtime.audio import SILENCE, generate, mu_law_decode, mu_law_encode, read_wav
@@ -129,19 +128,8 @@ def test_generation_is_seeded_and_checks_its_request(trained):
 
 def test_audio_runtime_without_tensorflow(trained, tmp_path):
     export = trained("wavenet")["export"]
-    code = BLOCK_TENSORFLOW + textwrap.dedent(f"""
-        import runpy
-        sys.argv = ["zoo.runtime", "sample", {str(export)!r}, "--digits", "2,7", "--seconds", "0.01",
-                    "--out", {str(tmp_path)!r}]
-        try:
-            runpy.run_module("zoo.runtime", run_name="__main__")
-        except SystemExit as e:
-            assert e.code == 0, e.code
-        print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
-    """)
-    result = run_python(code)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+    lines = run_runtime_cli("sample", export, "--digits", "2,7", "--seconds", "0.01", "--out", tmp_path)
+    assert lines[-1] == "LOADED []"
     audio, rate = read_wav(tmp_path / "digit_7.wav")
     assert rate == 8000 and audio.shape == (80,)
 
@@ -153,3 +141,12 @@ def test_audio_judge_holds_out_the_test_speaker(trained):
     trained("wavenet")  # its evaluation trained the judge on the fake clips
     info = json.loads((Path(os.environ["ZOO_CLASSIFIERS"]) / "spoken_digit" / "info.json").read_text())
     assert info["test_speaker"] == "theo" and info["test_examples"] == 30 and info["train_examples"] == 60
+
+
+def test_real_spoken_digit_speaker_split(real_tfds):
+    parts = wavenet.split_clips(registry.preset("wavenet", "default"), real_tfds)
+    # 6 speakers x 10 digits x 50 recordings; theo's 500 are the test set; 5 of 50 validate.
+    assert {k: len(v[1]) for k, v in parts.items()} == {"train": 2250, "validation": 250, "test": 500}
+    assert np.bincount(parts["test"][1]).tolist() == [50] * 10
+    codes = np.concatenate(parts["test"][0])
+    assert codes.min() >= 0 and codes.max() <= 255

@@ -66,15 +66,21 @@ class Export:
             raise KeyError(f"no graph {name!r} in {self.path}; graphs: {', '.join(graphs)}")
         return graphs[name]
 
-    def session(self, name: str):
-        if name not in self._sessions:
+    def session(self, name: str, threads: int = 0):
+        """The ONNX Runtime session of graph `name`; `threads` > 0 caps its intra-op threads
+        (one thread runs a tiny per-sample step faster than two that must synchronise)."""
+        key = (name, threads)
+        if key not in self._sessions:
             import onnxruntime as ort
 
             path = self.path / self.graph(name)["onnx"]
             if not path.is_file():
                 raise ExportFileError(f"{path} not found")
-            self._sessions[name] = ort.InferenceSession(str(path), providers=self.providers)
-        return self._sessions[name]
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
+        return self._sessions[key]
 
     def check_inputs(self, name: str, inputs: dict):
         """Names, dtypes, ranks and fixed dimensions of `inputs` against the manifest."""
@@ -107,6 +113,19 @@ class Export:
 
 def load(path, verify: bool = True, providers=None) -> Export:
     return Export(path, verify=verify, providers=providers)
+
+
+def parse_classes(values, num_classes: int, what: str = "labels") -> np.ndarray:
+    """"3,1,4" or a sequence -> int32 array, each checked against the number of classes."""
+    if isinstance(values, str):
+        try:
+            values = [int(p) for p in values.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError(f"{what} must be integers separated by commas, got {values!r}") from None
+    values = np.asarray(values, np.int32).reshape(-1)
+    if values.size == 0 or values.min() < 0 or values.max() >= num_classes:
+        raise ValueError(f"{what} must be in 0..{num_classes - 1}, got {values.tolist()}")
+    return values
 
 
 def sample_logits(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,20 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.runtime.core import Export
-
-
-def parse_labels(labels, num_classes: int) -> np.ndarray:
-    """"3,1,4" or a sequence -> int32 array, each checked against the number of classes."""
-    if isinstance(labels, str):
-        try:
-            labels = [int(p) for p in labels.split(",") if p.strip()]
-        except ValueError:
-            raise ValueError(f"labels must be integers separated by commas, got {labels!r}") from None
-    labels = np.asarray(labels, np.int32).reshape(-1)
-    if labels.size == 0 or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must be in 0..{num_classes - 1}, got {labels.tolist()}")
-    return labels
+from zoo.runtime.core import Export, parse_classes
 
 
 def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0) -> tuple:
@@ -33,7 +20,7 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an image generator")
     if per_label < 1:
         raise ValueError("per_label must be >= 1")
-    labels = parse_labels(labels, info["num_classes"])
+    labels = parse_classes(labels, info["num_classes"])
     rng = np.random.default_rng(seed)
     flat = np.repeat(labels, per_label)
     if info["kind"] == "image-autoregressive":
