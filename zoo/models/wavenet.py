@@ -38,7 +38,7 @@ class Config:
                                    # 18 layers (2 stacks) only ~5,000, below real time (8,000)
     clip_length: int = 5000        # samples per training example (0.625 s; the median clip is 0.42 s)
     batch_size: int = 8
-    epochs: int = 20               # ~2.1 min an epoch here (validation included): 42 min
+    epochs: int = 17               # 2.1-2.5 min an epoch here (it varies from run to run): under 45 min
     steps_per_epoch: int = 0       # 0: one pass over the train clips
     learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
     sample_rate: int = 8000
