@@ -97,7 +97,8 @@ def test_vae_decoder_and_encoder_exports(trained):
     folder = trained("vae")["export"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert list(manifest["graphs"]) == ["decoder", "encoder"]
-    assert {"test_negative_elbo", "test_nll_iwae"} <= set(manifest["metrics"])
+    assert {"test_negative_elbo", "test_nll_iwae", "fid", "classifier_test_accuracy"} <= set(manifest["metrics"])
+    assert "class_accuracy" not in manifest["metrics"]  # the default vae is unconditional
     export = runtime.load(folder)
     image = (np.random.default_rng(0).random((2, 28, 28, 1)) < 0.3).astype(np.float32)
     out = export.run("encoder", {"image": image})
@@ -148,3 +149,18 @@ def test_classifier_judge(trained):
     assert judge.features(images / 255.0).shape == (5, 128)
     assert judge.labels(images / 255.0).shape == (5,)
     assert 0 <= judge.info["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_fashion_mnist_by_setting_the_dataset(name, tmp_path, mock_tfds):
+    from zoo.evaluate import evaluate
+    from zoo.train import train
+
+    cfg = registry.preset(name, "tiny", ["dataset=fashion_mnist", "epochs=1"])
+    model = train(name, cfg, "tiny", tmp_path / "run", verbose=0)
+    metrics = evaluate(name, cfg, tmp_path / "run")
+    assert np.isfinite(metrics["fid"]) and model.get_config()["name"]
+    import os
+    from pathlib import Path
+
+    assert (Path(os.environ["ZOO_CLASSIFIERS"]) / "fashion_mnist" / "info.json").exists()  # its own judge

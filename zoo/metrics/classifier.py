@@ -89,6 +89,20 @@ def load(dataset="mnist", data_dir=None, out_root=None, train_if_missing=True) -
                  json.loads((folder / "info.json").read_text()))
 
 
+def judge_samples(images, dataset="mnist", data_dir=None, labels=None) -> dict:
+    """Generated images in [0, 1] -> FID against the test split and, for `labels` (what each image
+    was asked to show), class accuracy: the image metrics every image generator reports."""
+    from zoo.metrics.fid import fid
+
+    judge = load(dataset, data_dir)
+    x_test, _ = zdata.image_arrays(dataset, "test", data_dir)
+    metrics = {"fid": fid(judge.features(images), judge.features(x_test / 255.0)), "samples": len(images),
+               "classifier_test_accuracy": judge.info["test_accuracy"]}
+    if labels is not None:
+        metrics["class_accuracy"] = float((judge.labels(images) == labels).mean())
+    return metrics
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.metrics.classifier", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

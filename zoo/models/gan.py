@@ -213,17 +213,11 @@ EVAL_NOTE = (
 
 
 def evaluate(model, cfg, data_dir=None, samples=10000) -> dict:
-    from zoo.metrics import classifier, fid
+    from zoo.metrics.classifier import judge_samples
 
-    judge = classifier.load(cfg.dataset, data_dir)
-    x_test, _ = zdata.image_arrays(cfg.dataset, "test", data_dir)
     labels = np.arange(samples) % NUM_CLASSES
     images = generate(model, labels, seed=cfg.seed)
-    metrics = {"fid": fid.fid(judge.features(images), judge.features(x_test / 255.0)),
-               "samples": samples, "classifier_test_accuracy": judge.info["test_accuracy"]}
-    if model.conditional:
-        metrics["class_accuracy"] = float((judge.labels(images) == labels).mean())
-    return metrics
+    return judge_samples(images, cfg.dataset, data_dir, labels if model.conditional else None)
 
 
 def export_graphs(model):
