@@ -211,8 +211,7 @@ def bench_audio(name, export_dir, samples, recompute_samples, batches):
     rows = []
     for batch in batches:
         rows.append((name, "ONNX Runtime, cached step (zoo.runtime, own process)", batch, ort_cached(batch, samples)))
-        for engine, fn, n in (
-                              ("TF tf.function, cached step", tf_cached, recompute_samples * 4),
+        for engine, fn, n in (("TF tf.function, cached step", tf_cached, recompute_samples * 4),
                               (f"ONNX Runtime, recompute {field} samples", ort_recompute, recompute_samples)):
             fn(batch, 20)  # warm up
             start = time.perf_counter()
