@@ -32,8 +32,8 @@ class Config:
     kernel: int = 3
     head: int = 64               # the 1 x 1 output head's width
     batch_size: int = 64
-    epochs: int = 4
-    steps_per_epoch: int = 0
+    epochs: int = 4              # 4 x 500 steps of 64 = 2.3 passes over the 55,000 training images:
+    steps_per_epoch: int = 500   # ~1.1 s a step on 2 CPU cores, so the run fits the 45-minute budget
     learning_rate: float = 1e-3
     seed: int = 0
 
