@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODELS := rnn lstm transformer gan vae pixelcnn wavenet
+MODELS := rnn lstm transformer gan vae pixelcnn wavenet diffusion
 # Extra arguments for the zoo command, e.g. make train-rnn ARGS="--set epochs=2"
 ARGS ?=
 
@@ -45,11 +45,11 @@ $(addprefix sample-,$(MODELS)): sample-%: venv
 
 # The image models' judge (FID features, class accuracy): exports/classifiers/<dataset>/
 train-classifier: venv
-	ZOO_COMMAND="make train-classifier" $(PY) -m zoo.metrics.classifier --dataset mnist $(ARGS)
+	ZOO_COMMAND='make train-classifier$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo.metrics.classifier --dataset mnist $(ARGS)
 
 # wavenet's judge: a spoken-digit classifier scored on the held-out speaker
 train-audio-classifier: venv
-	ZOO_COMMAND="make train-audio-classifier" $(PY) -m zoo.metrics.audio_classifier $(ARGS)
+	ZOO_COMMAND='make train-audio-classifier$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo.metrics.audio_classifier $(ARGS)
 
 test: venv
 	$(PY) -m pytest

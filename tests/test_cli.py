@@ -24,14 +24,14 @@ def test_help_lists_subcommands():
 
 def test_list(capsys):
     assert main(["list"]) == 0
-    assert capsys.readouterr().out.split() == ["rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet"]
+    assert capsys.readouterr().out.split() == ["rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet", "diffusion"]
 
 
 def test_unknown_model_is_one_line_exit_2_without_tensorflow():
     result = run_cli("train", "nosuchmodel")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown model 'nosuchmodel'; choose one of: rnn, lstm, transformer, gan, vae, pixelcnn, wavenet"
+        "error: unknown model 'nosuchmodel'; choose one of: rnn, lstm, transformer, gan, vae, pixelcnn, wavenet, diffusion"
     ]
     assert "Traceback" not in result.stderr
 

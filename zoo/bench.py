@@ -11,6 +11,8 @@ PixelCNN: seconds to sample 16 images pixel by pixel: the runtime (ONNX Runtime 
 rows each pixel sees) vs the naive loop calling Keras `predict` on the whole image 784 times.
 WaveNet: audio samples per second for one stream, the cached step graph (`zoo.runtime.audio`,
 sampling included) vs running the full network on the last receptive field each step.
+Diffusion: images per second of the numpy DDIM (10, 20, 50, 100 steps) and DDPM (1,000 steps)
+samplers around the ONNX Runtime denoiser vs the Keras one, 16 images in one batch.
 Numbers depend on the machine; the README quotes a run on the zoo's 2-core build machine.
 """
 
@@ -166,6 +168,33 @@ def bench_pixels(name, export_dir, images):
     return rows
 
 
+def bench_diffusion(name, export_dir, images, samplers):
+    """Images/s of the numpy samplers around the ONNX Runtime denoiser (zoo.runtime) and around the
+    Keras EMA denoiser in a tf.function, at the manifest's default guidance scale."""
+    from zoo.models import load_model
+    from zoo.models.diffusion import tf_denoiser
+    from zoo.runtime import diffusion
+    from zoo.runtime.images import denoiser
+
+    export = load(export_dir)
+    info = export.runtime
+    schedule = diffusion.Schedule(**info["schedule"])
+    guidance = info["sample_defaults"]["guidance"]
+    labels = np.arange(images, dtype=np.int32) % info["num_classes"]
+    engines = (("ONNX Runtime (zoo.runtime)", denoiser(export)),
+               ("TensorFlow, Keras EMA network", tf_denoiser(load_model(Path(export_dir) / "model.keras"))))
+    rows = []
+    for row in samplers:
+        kind, steps, scale = diffusion.parse_sampler(row)
+        for engine, denoise in engines:
+            denoise(np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int32), np.zeros(2, np.int32))  # warm up
+            start = time.perf_counter()
+            diffusion.sample(denoise, schedule, labels, kind, steps, guidance=guidance if scale is None else scale,
+                             conditional=info["conditional"], null_label=info["null_label"])
+            rows.append((name, f"{engine}, {row}", images, images / (time.perf_counter() - start)))
+    return rows
+
+
 def bench_audio(name, export_dir, samples, recompute_samples, batches):
     """Samples/s: cached step (ONNX Runtime, and the Keras step in a tf.function) vs recomputing
     the receptive field with the full network every step (ONNX Runtime)."""
@@ -225,8 +254,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", default="exports", help="folder holding exports/<model>/")
-    parser.add_argument("--models", default="rnn,lstm,transformer,pixelcnn,wavenet")
+    parser.add_argument("--models", default="rnn,lstm,transformer,pixelcnn,wavenet,diffusion")
     parser.add_argument("--pixel-images", type=int, default=16, help="pixelcnn: images sampled together")
+    parser.add_argument("--diffusion-images", type=int, default=16, help="diffusion: images sampled together")
+    parser.add_argument("--samplers", default="ddim-10,ddim-20,ddim-50,ddim-100,ddpm-1000", help="diffusion samplers")
     parser.add_argument("--length", type=int, default=500, help="characters generated per stream")
     parser.add_argument("--eager-length", type=int, default=200, help="the same for the slow eager loop")
     parser.add_argument("--batches", default="1,32", help="recurrent models' batch sizes")
@@ -239,14 +270,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     batches = [int(b) for b in args.batches.split(",")]
-    rows, cached_rows, audio_rows, pixel_rows = [], [], [], []
+    rows, cached_rows, audio_rows, pixel_rows, diffusion_rows = [], [], [], [], []
     for name in args.models.split(","):
         folder = Path(args.exports) / name
         if not (folder / "manifest.json").exists():
             print(f"skipping {name}: no export in {folder} (make train-{name})")
             continue
         kind = load(folder, verify=False).runtime["kind"]
-        if kind == "image-autoregressive":
+        if kind == "image-diffusion":
+            diffusion_rows += bench_diffusion(name, folder, args.diffusion_images, args.samplers.split(","))
+        elif kind == "image-autoregressive":
             pixel_rows += bench_pixels(name, folder, args.pixel_images)
         elif kind == "audio-generator":
             audio_rows += bench_audio(name, folder, args.audio_samples, args.recompute_samples,
@@ -261,6 +294,8 @@ def main(argv=None):
                 f"{args.prompt_tokens}-token prompt, greedy", "tokens/s", cached_rows)
     print_table("PixelCNN sampling, seconds for a batch of images drawn pixel by pixel (784 network runs)",
                 "seconds", pixel_rows, column="images")
+    print_table("Diffusion sampling, images per second (one batch, classifier-free guidance as in the manifest)",
+                "images/s", diffusion_rows, column="images")
     print_table("WaveNet generation, audio samples per second (8,000 a second is real time), "
                 "sampling at temperature 1 included", "samples/s", audio_rows)
 

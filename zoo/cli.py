@@ -75,10 +75,11 @@ def cmd_sample(args):
         for text in sample_text(export, **opts):
             print(text)
         return 0
-    if export.runtime.get("kind") in ("image-generator", "image-autoregressive"):
+    if export.runtime.get("kind") in ("image-generator", "image-autoregressive", "image-diffusion"):
         from zoo.runtime.images import write_grid
 
-        path, _ = write_grid(export, opts["out"], opts["labels"], opts["per_label"], opts["seed"])
+        sampler = {k: opts[k] for k in ("sampler", "steps", "eta", "guidance") if k in opts}
+        path, _ = write_grid(export, opts["out"], opts["labels"], opts["per_label"], opts["seed"], **sampler)
         print(f"wrote {path}")
         return 0
     if export.runtime.get("kind") == "audio-generator":

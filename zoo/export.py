@@ -311,6 +311,7 @@ def model_card(module, folder: Path, manifest: dict) -> str:
         "```sh", f"{training.get('command') or 'python -m zoo train ' + name}", "```", "",
         "trains on the TFDS data (`TFDS_DATA_DIR`), evaluates on the test split and writes this folder.",
         "",
+        *([f"Note: {training['note']}", ""] if training.get("note") else []),
         "## Training", "",
         "| | |", "|---|---|",
         f"| parameters | {training.get('params'):,} |",

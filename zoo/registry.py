@@ -24,6 +24,7 @@ MODELS = {
     "vae": "zoo.models.vae",
     "pixelcnn": "zoo.models.pixelcnn",
     "wavenet": "zoo.models.wavenet",
+    "diffusion": "zoo.models.diffusion",
 }
 
 

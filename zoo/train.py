@@ -50,7 +50,8 @@ def read_history(path: Path) -> list:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        # CSVLogger writes "NA" for a value an epoch did not log (e.g. no validation batches)
+        return [{k: float(v) for k, v in row.items() if v not in ("", "NA")} for row in csv.DictReader(f)]
 
 
 def package_versions() -> dict:

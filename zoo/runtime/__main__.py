@@ -24,6 +24,11 @@ def main(argv=None) -> int:
     s.add_argument("--per-label", type=int, default=None, help="image models: images per label")
     s.add_argument("--digits", default=None, help="audio models: comma-separated digits, one clip each")
     s.add_argument("--seconds", type=float, default=None, help="audio models: length of each clip")
+    s.add_argument("--sampler", default=None, choices=("ddim", "ddpm"), help="diffusion models: the sampler")
+    s.add_argument("--steps", type=int, default=None, help="diffusion models: DDIM steps (DDPM runs all)")
+    s.add_argument("--eta", type=float, default=None, help="diffusion models: DDIM noise (0: deterministic)")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="diffusion models: classifier-free guidance scale (1: none)")
     s.add_argument("--out", default=None, help="image models: the PNG to write; audio models: the folder for .wav files")
     s.add_argument("--on-full", default="slide", choices=("slide", "refuse"),
                    help="models with a maximum context: slide the window, or refuse longer requests")
@@ -48,11 +53,13 @@ def main(argv=None) -> int:
                 if args.batch > 1:
                     print("-" * 40)
             return 0
-        if kind in ("image-generator", "image-autoregressive"):
+        if kind in ("image-generator", "image-autoregressive", "image-diffusion"):
             from zoo.runtime.images import write_grid
 
+            sampler = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
+                                         ("guidance", args.guidance)) if v is not None}
             path, _ = write_grid(export, args.out or defaults["out"], args.labels or defaults["labels"],
-                                 args.per_label or defaults["per_label"], opts["seed"])
+                                 args.per_label or defaults["per_label"], opts["seed"], **sampler)
             print(f"wrote {path}")
             return 0
         if kind == "audio-generator":

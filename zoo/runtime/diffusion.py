@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 SCHEDULES = ("linear", "cosine")
+NULL_LABEL = 10  # the class-embedding row meaning "no label" (MNIST has labels 0..9)
 
 
 def betas(kind: str, steps: int) -> np.ndarray:
@@ -56,7 +57,7 @@ def guided(denoise, x, t, labels, guidance: float, null_label: int):
     return uncond + guidance * (cond - uncond)
 
 
-def ddpm_sample(denoise, schedule: Schedule, shape, labels=None, guidance: float = 1.0, null_label: int = 10,
+def ddpm_sample(denoise, schedule: Schedule, shape, labels=None, guidance: float = 1.0, null_label: int = NULL_LABEL,
                 seed: int = 0) -> np.ndarray:
     """Ancestral sampling through all T steps (Ho et al., 2020, algorithm 2, sigma_t^2 = beta_t)."""
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def ddim_timesteps(total: int, steps: int) -> np.ndarray:
 
 
 def ddim_sample(denoise, schedule: Schedule, shape, labels=None, steps: int = 50, eta: float = 0.0,
-                guidance: float = 1.0, null_label: int = 10, seed: int = 0) -> np.ndarray:
+                guidance: float = 1.0, null_label: int = NULL_LABEL, seed: int = 0) -> np.ndarray:
     """DDIM (Song et al., 2021): `steps` denoiser calls; eta 0 is deterministic, eta 1 ~ DDPM."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
@@ -95,3 +96,40 @@ def ddim_sample(denoise, schedule: Schedule, shape, labels=None, steps: int = 50
         if eta > 0 and i + 1 < len(times):
             x = x + sigma * rng.standard_normal(shape)
     return x
+
+
+def parse_sampler(row: str) -> tuple:
+    """"ddim-50" -> ("ddim", 50, None); "ddpm-1000" -> ("ddpm", 1000, None); "ddim-50@2" -> ("ddim", 50, 2.0),
+    the number after @ being a guidance scale."""
+    name, _, scale = row.partition("@")
+    kind, _, steps = name.partition("-")
+    try:
+        guidance = float(scale) if scale else None
+    except ValueError:
+        guidance = -1.0
+    if kind not in ("ddim", "ddpm") or not steps.isdigit() or (guidance is not None and guidance < 0):
+        raise ValueError(f"sampler rows look like ddim-50, ddpm-1000 or ddim-50@2 (guidance 2), got {row!r}")
+    return kind, int(steps), guidance
+
+
+def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidance=1.0, seed=0, conditional=True,
+           batch_size=250, null_label=NULL_LABEL, image_shape=(28, 28, 1)) -> np.ndarray:
+    """Images in [-1, 1] [N, *image_shape], one per label, in batches of `batch_size` (batch i seeded seed + i).
+
+    The same function samples with the TensorFlow denoiser (`zoo.models.diffusion.tf_denoiser`) and
+    with ONNX Runtime (zoo.runtime.images), so both give the same images from the same seed.
+    """
+    labels = np.asarray(labels, np.int32)
+    if sampler == "ddpm" and steps != schedule.steps:
+        raise ValueError(f"DDPM runs all {schedule.steps} steps; use ddim for fewer")
+    out = []
+    for i in range(0, len(labels), batch_size):
+        chunk = labels[i : i + batch_size]
+        shape = (len(chunk), *image_shape)
+        kwargs = dict(labels=chunk if conditional else None, guidance=guidance if conditional else 1.0,
+                      null_label=null_label, seed=seed + i // batch_size)
+        if sampler == "ddpm":
+            out.append(ddpm_sample(denoise, schedule, shape, **kwargs))
+        else:
+            out.append(ddim_sample(denoise, schedule, shape, steps=steps, eta=eta, **kwargs))
+    return np.clip(np.concatenate(out), -1.0, 1.0)

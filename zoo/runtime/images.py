@@ -4,6 +4,8 @@ image-generator (gan, vae): one run of the generator/decoder on Gaussian noise.
 image-autoregressive (pixelcnn): pixel by pixel, 784 runs of the network, each on the strip of
 rows its receptive field covers (`rows_above` from the manifest), which gives the same logits as
 the whole image at a fraction of the cost.
+image-diffusion (diffusion): DDPM or DDIM from `zoo.runtime.diffusion` around the denoiser, with
+the schedule from the manifest and classifier-free guidance.
 """
 
 from pathlib import Path
@@ -13,10 +15,17 @@ import numpy as np
 from zoo.runtime.core import Export, parse_classes
 
 
-def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0) -> tuple:
-    """`per_label` images for each label: (uint8 images [len(labels), per_label, H, W], labels)."""
+KINDS = ("image-generator", "image-autoregressive", "image-diffusion")
+
+
+def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0,
+                  **sampler) -> tuple:
+    """`per_label` images for each label: (uint8 images [len(labels), per_label, H, W], labels).
+
+    `sampler`: diffusion exports only: sampler ("ddim" or "ddpm"), steps, eta, guidance.
+    """
     info = export.runtime
-    if info.get("kind") not in ("image-generator", "image-autoregressive"):
+    if info.get("kind") not in KINDS:
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an image generator")
     if per_label < 1:
         raise ValueError("per_label must be >= 1")
@@ -26,10 +35,13 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
     if info["kind"] == "image-autoregressive":
         pixels = sample_pixels(export, flat, rng)
         return (pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
-    feed = {"z": rng.standard_normal((len(flat), info["latent_dim"])).astype(np.float32)}
-    if info["conditional"]:
-        feed["label"] = flat
-    image = export.run(info["graph"], feed)[info.get("output", "image")]
+    if info["kind"] == "image-diffusion":
+        image = sample_diffusion(export, flat, seed=seed, **sampler)
+    else:
+        feed = {"z": rng.standard_normal((len(flat), info["latent_dim"])).astype(np.float32)}
+        if info["conditional"]:
+            feed["label"] = flat
+        image = export.run(info["graph"], feed)[info.get("output", "image")]
     low, high = info["output_range"]
     pixels = np.clip((image[..., 0] - low) / (high - low), 0, 1)
     return np.round(pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
@@ -55,6 +67,39 @@ def sample_pixels(export: Export, labels: np.ndarray, rng: np.random.Generator, 
     return images[..., 0]
 
 
+def denoiser(export: Export):
+    """`denoise(x_t, t, labels) -> epsilon` running the export's denoiser graph in ONNX Runtime."""
+    info = export.runtime
+
+    def denoise(x_t, t, labels=None):
+        feed = {"x_t": x_t.astype(np.float32), "t": t.astype(np.int32)}
+        if info["conditional"]:
+            feed["label"] = labels.astype(np.int32)
+        return export.run(info["graph"], feed, check=False)[info["output"]]
+
+    return denoise
+
+
+def sample_diffusion(export: Export, labels: np.ndarray, sampler: str = None, steps: int = None, eta: float = None,
+                     guidance: float = None, seed: int = 0) -> np.ndarray:
+    """Images in [-1, 1] [N, H, W, 1], one per label; options default to the manifest's sample_defaults."""
+    from zoo.runtime import diffusion
+
+    info = export.runtime
+    defaults = info.get("sample_defaults", {})
+    sampler = sampler or defaults.get("sampler", "ddim")
+    schedule = diffusion.Schedule(**info["schedule"])
+    if sampler == "ddpm":  # ancestral sampling runs every step of the schedule
+        steps = schedule.steps
+    elif steps is None:
+        steps = defaults.get("steps", 50)
+    return diffusion.sample(denoiser(export), schedule, labels, sampler, int(steps),
+                            eta=defaults.get("eta", 0.0) if eta is None else eta,
+                            guidance=defaults.get("guidance", 1.0) if guidance is None else guidance, seed=seed,
+                            conditional=info["conditional"], null_label=info["null_label"],
+                            image_shape=(info["height"], info["width"], 1))
+
+
 def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
     """[rows, cols, H, W] uint8 -> one [rows*(H+pad)+pad, cols*(W+pad)+pad] image."""
     rows, cols, h, w = images.shape
@@ -77,7 +122,8 @@ def save_png(image: np.ndarray, path, scale: int = 2) -> Path:
     return path
 
 
-def write_grid(export: Export, path, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0) -> tuple:
+def write_grid(export: Export, path, labels="0,1,2,3,4,5,6,7,8,9", per_label: int = 8, seed: int = 0,
+               **sampler) -> tuple:
     """Sample `per_label` images per label (one grid row each) and write them as a PNG: (path, labels)."""
-    images, labels = sample_images(export, labels, per_label, seed)
+    images, labels = sample_images(export, labels, per_label, seed, **sampler)
     return save_png(grid(images), path), labels

@@ -1,0 +1,78 @@
+"""Fine-tuning a shipped model (the notebooks' helpers): load it, record the run, export it again.
+
+    model, manifest = load_shipped("gan")                  # exports/gan/model.keras, safe_mode=True
+    ... model.compile(...); model.fit(...) ...
+    export_finetuned("gan", model, cfg, "runs/finetuned/gan-fashion", metrics, note="mnist -> fashion_mnist")
+
+`export_finetuned` writes a run folder like `zoo train` does (model.keras, run.json, metrics.json)
+and hands it to `zoo.export.export`, so the fine-tuned model gets the same SavedModel, ONNX,
+parity check, manifest and model card as a trained one.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from zoo import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_shipped(name: str, exports=None):
+    """(Keras model, manifest) of `exports/<name>/`; the model loads in safe mode."""
+    registry.get(name)  # registers the model's Keras classes
+    folder = Path(exports or ROOT / "exports") / name
+    if not (folder / "model.keras").exists():
+        raise FileNotFoundError(f"{folder / 'model.keras'} does not exist: make train-{name} first")
+    model = keras.models.load_model(folder / "model.keras", safe_mode=True)
+    return model, json.loads((folder / "manifest.json").read_text())
+
+
+class Timer(keras.callbacks.Callback):
+    """Seconds spent in `fit` (sum over calls): the fine-tuning time the card reports."""
+
+    seconds = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds += time.perf_counter() - self._start
+
+
+def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs: int = 0, train_seconds: float = 0.0,
+                     command: str = "", split_sizes=None) -> Path:
+    """Save `model` as a run (config `cfg`, measured `metrics`) and export it to `out_dir`."""
+    import tensorflow as tf
+
+    from zoo.export import export
+    from zoo.train import package_versions
+
+    out_dir = Path(out_dir)
+    run_dir = out_dir.parent / f"{out_dir.name}-run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "model.keras")
+    run = {
+        "model": name,
+        "preset": "finetuned",
+        "config": dataclasses.asdict(cfg),
+        "dataset": {"name": cfg.dataset, "sizes": split_sizes},
+        "strategy": "default",
+        "params": int(model.count_params()),
+        "epochs_completed": epochs,
+        "best_epoch": epochs,
+        "best_val_loss": None,
+        "train_seconds": train_seconds,
+        "resumed": False,
+        "command": command or f"notebooks ({name})",
+        "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+        "note": note,
+        "versions": package_versions(),
+    }
+    (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return export(name, run_dir, out_dir)
