@@ -100,3 +100,16 @@ def test_sliding_continues_from_the_last_half_of_the_context(trained):
     # re-reading characters 9..16 from position 0, and character 16 the argmax with the full cache.
     assert vocab[int(np.asarray(model(ids[:, :16])[0])[0, -1].argmax())] == text[16]
     assert vocab[int(np.asarray(model(ids[:, 9:17])[0])[0, -1].argmax())] == text[17]
+
+
+def test_runtime_cached_greedy_text_equals_keras_recomputation(trained):
+    """The runtime's I/O-bound cache loop picks, at every step, Keras's argmax over the whole text."""
+    export = runtime.load(trained("transformer")["export"])
+    model = trained("transformer")["model"]
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    vocab = export.runtime["vocabulary"]
+    text = runtime.sample_text(export, prompt, length=15 - len(prompt), temperature=0, batch=2)
+    assert text[0] == text[1]
+    for n in range(len(prompt), 15):
+        ids = np.array([[vocab.index(c) for c in text[0][:n]]], np.int64)
+        assert vocab[int(np.asarray(model(ids)[0])[0, -1].argmax())] == text[0][n]

@@ -19,8 +19,10 @@ import numpy as np
 from zoo import data as zdata
 
 def root() -> Path:
-    """Where classifiers live: $ZOO_CLASSIFIERS, else exports/classifiers."""
-    return Path(os.environ.get("ZOO_CLASSIFIERS", "exports/classifiers"))
+    """Where classifiers live: $ZOO_CLASSIFIERS, else the checkout's exports/classifiers (whatever
+    the working directory: the notebooks run from notebooks/)."""
+    default = Path(__file__).resolve().parents[2] / "exports" / "classifiers"
+    return Path(os.environ.get("ZOO_CLASSIFIERS", default))
 
 
 def build(num_classes=10, shape=(28, 28, 1)):

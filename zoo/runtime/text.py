@@ -76,24 +76,46 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
         feed.update({name: empty for name in past_names})
         return export.run(graph, feed)
 
+    # Decoding keeps the cache inside ONNX Runtime: each step's presents (OrtValues) are bound as
+    # the next step's pasts, with no copy of the growing cache into numpy and back.
+    binding = session.io_binding()
+    device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
+
+    def bind_cache(values):  # values: {past name: OrtValue or numpy array}
+        for name, value in values.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+
     history = np.zeros((batch, len(prompt_ids) + length), np.int64)
     history[:, : len(prompt_ids)] = prompt_ids
     filled = min(len(prompt_ids), limit)
     out = prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
+    logits = out["logits"][:, -1]
+    bind_cache({p: out[q] for p, q in zip(past_names, present_names)})
     position = filled
     rng = np.random.default_rng(seed)
     for i in range(len(prompt_ids), len(prompt_ids) + length):
-        ids = sample_logits(out["logits"][:, -1], temperature, top_k, rng).astype(np.int64)
+        ids = sample_logits(logits, temperature, top_k, rng).astype(np.int64)
         history[:, i] = ids
         if i + 1 == history.shape[1]:
             break
         if position == limit:  # the cache is full: re-read the last half of the context
             keep = limit // 2
             out = prefill(history[:, i + 1 - keep : i + 1])
+            logits = out["logits"][:, -1]
+            bind_cache({p: out[q] for p, q in zip(past_names, present_names)})
             position = keep
             continue
-        feed = {"input_ids": ids[:, None], "position_ids": np.full((batch, 1), position, np.int64)}
-        feed.update({p: out[q] for p, q in zip(past_names, present_names)})
-        out = dict(zip(names, session.run(names, feed)))
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids[:, None]))
+        binding.bind_cpu_input("position_ids", np.full((batch, 1), position, np.int64))
+        binding.clear_binding_outputs()  # fresh outputs: the presents grow by one position a step
+        for name in names:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding)
+        values = dict(zip(names, binding.get_outputs()))
+        logits = values["logits"].numpy()[:, -1]
+        bind_cache({p: values[q] for p, q in zip(past_names, present_names)})
         position += 1
     return [prompt + "".join(vocabulary[j] for j in row[len(prompt_ids):]) for row in history]
