@@ -77,10 +77,10 @@ def test_diffusion_export_and_runtime_reproduce_the_tensorflow_sampler(trained):
     assert [i["name"] for i in manifest["graphs"]["denoiser"]["inputs"]] == ["x_t", "t", "label"]
     assert manifest["runtime"]["schedule"] == {"kind": "cosine", "steps": 50}
     for key in ("ddim5_fid", "ddim5_class_accuracy", "ddim5_images_per_second", "ddpm50_fid",
-                "ddim5_guidance2_fid"):
+                "ddim5_guidance1_fid"):
         assert key in manifest["metrics"]
     assert "samples.png" in manifest["files"] and "| DDPM 50 | 50 |" in (folder / "README.md").read_text()
-    assert "| DDIM 5, guidance 2 | 5 |" in (folder / "README.md").read_text()
+    assert "| DDIM 5, guidance 1 | 5 |" in (folder / "README.md").read_text()
 
     export = runtime.load(folder)
     model = load_model(run["run"] / "model.keras")

@@ -57,15 +57,32 @@ def guided(denoise, x, t, labels, guidance: float, null_label: int):
     return uncond + guidance * (cond - uncond)
 
 
+def _predict_x0(x, eps, alpha_bar, clip):
+    """x_0 implied by epsilon; with `clip` (lo, hi) it is clipped and epsilon recomputed to match.
+
+    For images in [-1, 1] clipping matters: at the last steps of the cosine schedule alpha_bar is
+    ~1e-9, so x_0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) multiplies any error of eps by
+    ~2e4 (Ho et al. clip x_0 the same way in their sampler).
+    """
+    x0 = (x - np.sqrt(1.0 - alpha_bar) * eps) / np.sqrt(alpha_bar)
+    if clip is None:
+        return x0, eps
+    x0 = np.clip(x0, *clip)
+    return x0, (x - np.sqrt(alpha_bar) * x0) / np.sqrt(1.0 - alpha_bar)
+
+
 def ddpm_sample(denoise, schedule: Schedule, shape, labels=None, guidance: float = 1.0, null_label: int = NULL_LABEL,
-                seed: int = 0) -> np.ndarray:
-    """Ancestral sampling through all T steps (Ho et al., 2020, algorithm 2, sigma_t^2 = beta_t)."""
+                seed: int = 0, clip=None) -> np.ndarray:
+    """Ancestral sampling through all T steps (Ho et al., 2020, algorithm 2, sigma_t^2 = beta_t), in
+    the posterior-mean form mu = c0 x_0 + c1 x_t, which allows clipping x_0 (`clip`: (lo, hi) or None)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     for t in reversed(range(schedule.steps)):
         eps = guided(denoise, x, t, labels, guidance, null_label)
         alpha, alpha_bar, beta = schedule.alphas[t], schedule.alpha_bar[t], schedule.betas[t]
-        x = (x - beta / np.sqrt(1.0 - alpha_bar) * eps) / np.sqrt(alpha)
+        alpha_bar_prev = schedule.alpha_bar[t - 1] if t > 0 else 1.0
+        x0, _ = _predict_x0(x, eps, alpha_bar, clip)
+        x = (np.sqrt(alpha_bar_prev) * beta * x0 + np.sqrt(alpha) * (1.0 - alpha_bar_prev) * x) / (1.0 - alpha_bar)
         if t > 0:
             x = x + np.sqrt(beta) * rng.standard_normal(shape)
     return x
@@ -79,8 +96,9 @@ def ddim_timesteps(total: int, steps: int) -> np.ndarray:
 
 
 def ddim_sample(denoise, schedule: Schedule, shape, labels=None, steps: int = 50, eta: float = 0.0,
-                guidance: float = 1.0, null_label: int = NULL_LABEL, seed: int = 0) -> np.ndarray:
-    """DDIM (Song et al., 2021): `steps` denoiser calls; eta 0 is deterministic, eta 1 ~ DDPM."""
+                guidance: float = 1.0, null_label: int = NULL_LABEL, seed: int = 0, clip=None) -> np.ndarray:
+    """DDIM (Song et al., 2021): `steps` denoiser calls; eta 0 is deterministic, eta 1 ~ DDPM.
+    `clip`: (lo, hi) bounds for the predicted x_0 (see `_predict_x0`), or None."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     rng = np.random.default_rng(seed)
@@ -90,7 +108,7 @@ def ddim_sample(denoise, schedule: Schedule, shape, labels=None, steps: int = 50
         eps = guided(denoise, x, t, labels, guidance, null_label)
         a_t = schedule.alpha_bar[t]
         a_prev = schedule.alpha_bar[times[i + 1]] if i + 1 < len(times) else 1.0
-        x0 = (x - np.sqrt(1.0 - a_t) * eps) / np.sqrt(a_t)
+        x0, eps = _predict_x0(x, eps, a_t, clip)
         sigma = eta * np.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
         x = np.sqrt(a_prev) * x0 + np.sqrt(np.maximum(1.0 - a_prev - sigma**2, 0.0)) * eps
         if eta > 0 and i + 1 < len(times):
@@ -113,7 +131,7 @@ def parse_sampler(row: str) -> tuple:
 
 
 def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidance=1.0, seed=0, conditional=True,
-           batch_size=250, null_label=NULL_LABEL, image_shape=(28, 28, 1)) -> np.ndarray:
+           batch_size=250, null_label=NULL_LABEL, image_shape=(28, 28, 1), clip=(-1.0, 1.0)) -> np.ndarray:
     """Images in [-1, 1] [N, *image_shape], one per label, in batches of `batch_size` (batch i seeded seed + i).
 
     The same function samples with the TensorFlow denoiser (`zoo.models.diffusion.tf_denoiser`) and
@@ -127,7 +145,7 @@ def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidanc
         chunk = labels[i : i + batch_size]
         shape = (len(chunk), *image_shape)
         kwargs = dict(labels=chunk if conditional else None, guidance=guidance if conditional else 1.0,
-                      null_label=null_label, seed=seed + i // batch_size)
+                      null_label=null_label, seed=seed + i // batch_size, clip=clip)
         if sampler == "ddpm":
             out.append(ddpm_sample(denoise, schedule, shape, **kwargs))
         else:
