@@ -75,7 +75,9 @@ def cmd_sample(args):
         for text in sample_text(export, **opts):
             print(text)
         return 0
-    if export.runtime.get("kind") in ("image-generator", "image-autoregressive", "image-diffusion"):
+    from zoo.runtime.images import KINDS as IMAGE_KINDS
+
+    if export.runtime.get("kind") in IMAGE_KINDS:
         from zoo.runtime.images import write_grid
 
         sampler = {k: opts[k] for k in ("sampler", "steps", "eta", "guidance") if k in opts}

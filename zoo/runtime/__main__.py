@@ -53,7 +53,9 @@ def main(argv=None) -> int:
                 if args.batch > 1:
                     print("-" * 40)
             return 0
-        if kind in ("image-generator", "image-autoregressive", "image-diffusion"):
+        from zoo.runtime.images import KINDS as IMAGE_KINDS
+
+        if kind in IMAGE_KINDS:
             from zoo.runtime.images import write_grid
 
             sampler = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
