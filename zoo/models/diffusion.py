@@ -362,8 +362,8 @@ def card_sample(folder, manifest) -> str:
                              f"{'-' if speed is None else f'{speed:.1f}'} |")
         lines.append("")
     opts = manifest["runtime"]["sample_defaults"]
-    write_grid(load(folder), folder / "samples.png", opts["labels"], opts["per_label"], opts["seed"],
-               sampler=opts["sampler"], steps=opts["steps"], eta=opts["eta"], guidance=opts["guidance"])
+    # the sampler options default to the manifest's sample_defaults, the ones the command shows
+    write_grid(load(folder), folder / "samples.png", opts["labels"], opts["per_label"], opts["seed"])
     command = (f"python -m zoo.runtime sample exports/{manifest['model']} --labels {opts['labels']} "
                f"--per-label {opts['per_label']} --seed {opts['seed']} --sampler {opts['sampler']} "
                f"--steps {opts['steps']} --guidance {opts['guidance']} --out samples.png")
