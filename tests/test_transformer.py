@@ -36,6 +36,28 @@ def test_cached_logits_equal_full_recomputation_in_keras():
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-4)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_written_out_attention_equals_keras_multi_head_attention(dropout):
+    """CachedSelfAttention computes its attention itself (a smaller ONNX graph); Keras's own
+    `_compute_attention` on the same projections and causal mask must agree, with and without
+    dropout (Keras takes a different path at dropout 0)."""
+    from keras import ops
+
+    from zoo.models.transformer import CachedSelfAttention
+
+    layer = CachedSelfAttention(2, 8, dropout=dropout)
+    layer.build((None, None, 16))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    past_key, past_value = rng.standard_normal((2, 2, 3, 2, 8)).astype(np.float32)
+    y, key, value = layer(x, past_key, past_value)
+    assert key.shape == value.shape == (2, 8, 2, 8)
+    mask = np.arange(8)[None, :] <= np.arange(3, 8)[:, None]
+    reference, _ = layer._compute_attention(layer._query_dense(x), key, value,
+                                            attention_mask=ops.convert_to_tensor(np.broadcast_to(mask, (2, 5, 8))))
+    np.testing.assert_allclose(y, layer._output_dense(reference), atol=1e-5)
+
+
 def test_windowed_evaluation_scores_every_character_once():
     from zoo.models.transformer import windowed_nll
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from zoo.runtime.core import Export, sample_logits
 
+SHARED_BATCH = 8  # from this many sequences on, cached decoding runs on all of ONNX Runtime's threads
+
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
     index = {c: i for i, c in enumerate(vocabulary)}
@@ -67,7 +69,9 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
                          f"{limit} characters; shorten them or use on_full='slide'")
     past_names = [info["past"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
     present_names = [info["present"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
-    session = export.session(graph)
+    # One new token is too little work to share between threads (measured by `make bench`); large
+    # batches and the prefill (export.run) use all of ONNX Runtime's threads.
+    session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0)
     names = [o.name for o in session.get_outputs()]
     empty = np.zeros((batch, info["num_heads"], 0, info["head_dim"]), np.float32)
 
