@@ -102,9 +102,14 @@ class ResidualBlock(keras.layers.Layer):
         """
         c = self.channels
         kernel = tf.concat([tf.reshape(self.dilated.kernel, [2 * c, 2 * c]), self.condition.embeddings], axis=0)
-        h = tf.matmul(tf.concat([queue[:, :c], x, digit_one_hot], axis=-1), kernel)
+        if self.dilation > 1:  # one Split node rather than two slices
+            oldest, rest = tf.split(queue, [c, (self.dilation - 1) * c], axis=-1)
+            next_queue = tf.concat([rest, x], axis=-1)
+        else:
+            oldest, next_queue = queue, x
+        h = tf.matmul(tf.concat([oldest, x, digit_one_hot], axis=-1), kernel)
         out, z = self._gate(x, h)
-        return out, z, tf.concat([queue[:, c:], x], axis=-1)
+        return out, z, next_queue
 
     def get_config(self):
         config = super().get_config()
