@@ -25,7 +25,7 @@ class Config:
     d_model: int = 128           # (30 min here) can train well; wider ends worse in that time
     num_heads: int = 4           # head size 32
     mlp_ratio: int = 4           # the GPT-2 MLP width
-    dropout: float = 0.0         # ~22 passes over 1M characters barely overfit a model this small
+    dropout: float = 0.0         # validation loss still fell until the 21st of 22 passes without it
     max_context: int = 320       # positions learned; 64 prompt + 256 generated fit without sliding
     seq_len: int = 320           # training windows use the whole context
     batch_size: int = 16         # many small steps beat few big ones on a short budget (32 reached
@@ -68,8 +68,8 @@ class CachedSelfAttention(keras.layers.MultiHeadAttention):
         # captured from outside the traced call would become a stray ONNX input.
         mask = ops.arange(past + new)[None, :] <= (ops.arange(new) + past)[:, None]  # [T, P+T]
         # Written out rather than MultiHeadAttention._compute_attention, which switches to
-        # ops.dot_product_attention when dropout is 0: a graph with ~180 more ONNX nodes, half as
-        # fast per generated token.
+        # ops.dot_product_attention when dropout is 0: for the default preset 803 ONNX nodes
+        # instead of 575, and slower per generated token.
         scores = ops.einsum("btnd,bsnd->bnts", query * self._inverse_sqrt_key_dim, key)
         weights = ops.softmax(ops.where(mask, scores, -1e9), axis=-1)
         weights = self._dropout_layer(weights, training=training)

@@ -69,9 +69,9 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
                          f"{limit} characters; shorten them or use on_full='slide'")
     past_names = [info["past"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
     present_names = [info["present"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
-    # One new token of one or two sequences is too little work to share between threads (on this
-    # 2-core machine one thread decoded twice as fast at batch 1); larger batches and the prefill
-    # (export.run) use all of ONNX Runtime's threads.
+    # One new token of one or two sequences is too little work to share between threads (one
+    # thread decoded faster here); larger batches and the prefill (export.run) use all of ONNX
+    # Runtime's threads.
     session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0)
     names = [o.name for o in session.get_outputs()]
     empty = np.zeros((batch, info["num_heads"], 0, info["head_dim"]), np.float32)
