@@ -27,7 +27,7 @@ def test_cached_logits_equal_full_recomputation_in_keras():
     tokens = np.random.default_rng(0).integers(0, len(VOCAB), (3, 14)).astype(np.int64)
     full, cache = model(tokens)
     assert full.shape == (3, 14, len(VOCAB))
-    assert len(cache) == 4 and cache[0].shape == (3, 14, 2, 8)  # 2 layers x (key, value)
+    assert len(cache) == 4 and cache[0].shape == (3, 2, 14, 8)  # 2 layers x (key, value), heads first
     logits, cache = model(tokens[:, :5])  # prefill 5, then one token at a time
     steps = [logits]
     for t in range(5, 14):
@@ -49,10 +49,11 @@ def test_written_out_attention_equals_keras_multi_head_attention(dropout):
     layer.build((None, None, 16))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 5, 16)).astype(np.float32)
-    past_key, past_value = rng.standard_normal((2, 2, 3, 2, 8)).astype(np.float32)
+    past_key, past_value = rng.standard_normal((2, 2, 2, 3, 8)).astype(np.float32)
     y, key, value = layer(x, past_key, past_value)
-    assert key.shape == value.shape == (2, 8, 2, 8)
+    assert key.shape == value.shape == (2, 2, 8, 8)  # [batch, heads, 3 + 5 positions, head_dim]
     mask = np.arange(8)[None, :] <= np.arange(3, 8)[:, None]
+    key, value = (np.transpose(t, (0, 2, 1, 3)) for t in (key, value))  # Keras's [batch, length, heads, dim]
     reference, _ = layer._compute_attention(layer._query_dense(x), key, value,
                                             attention_mask=ops.convert_to_tensor(np.broadcast_to(mask, (2, 5, 8))))
     np.testing.assert_allclose(y, layer._output_dense(reference), atol=1e-5)

@@ -99,7 +99,7 @@ def bench_cached(name, export_dir, prompt_len, new_tokens, batches):
             logits = session.run(["logits"], feed)[0]
             ids = np.concatenate([ids, logits[:, -1].argmax(-1)[:, None]], axis=1)
 
-    cache_spec = [tf.TensorSpec([None, None, dims[0], dims[1]], tf.float32)] * len(past_names)
+    cache_spec = [tf.TensorSpec([None, dims[0], None, dims[1]], tf.float32)] * len(past_names)
     step = tf.function(lambda ids, *cache: model(ids, list(cache), training=False),
                        input_signature=[tf.TensorSpec([None, None], tf.int64)] + cache_spec)
     full = tf.function(lambda ids: model(ids, training=False)[0],
