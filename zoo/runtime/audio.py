@@ -105,16 +105,13 @@ class StepRunner:
         """
         self._sample[:] = sample
         self._digit[:] = digit
-        if self._on_cpu:
-            self.session.run_with_iobinding(self.bindings[self.steps % 2])
-            self.steps += 1
-            return self._logits
         sample_value, digit_value, logits_value = self._device_values
-        sample_value.update_inplace(self._sample)
-        digit_value.update_inplace(self._digit)
+        if not self._on_cpu:
+            sample_value.update_inplace(self._sample)
+            digit_value.update_inplace(self._digit)
         self.session.run_with_iobinding(self.bindings[self.steps % 2])
         self.steps += 1
-        return logits_value.numpy()
+        return self._logits if self._on_cpu else logits_value.numpy()
 
 
 def _gumbel_sampler(rng, batch, temperature, top_k, chunk=4096):
