@@ -169,3 +169,32 @@ def audio_clips(name: str, split: str, data_dir=None, download: bool = True):
         labels.append(example["label"])
         filenames.append(example["audio/filename"].decode("utf-8"))
     return clips, np.asarray(labels, np.int32), filenames
+
+
+def parse_spoken_digit_filename(filename: str) -> tuple:
+    """'9_george_33.wav' -> ('george', 33): the free-spoken-digit naming, digit_speaker_index."""
+    from pathlib import Path
+
+    parts = Path(filename).stem.split("_")
+    if len(parts) != 3 or not parts[2].isdigit():
+        raise ValueError(f"spoken_digit filename {filename!r} is not <digit>_<speaker>_<index>.wav")
+    return parts[1], int(parts[2])
+
+
+def speaker_split(name: str, test_speaker: str, val_from: int, data_dir=None, download: bool = True) -> dict:
+    """{'train'|'validation'|'test': (list of float clips in [-1, 1], int32 digits)}.
+
+    Every recording of `test_speaker` is the test set; recordings `val_from` and later of each
+    other speaker and digit validate; the rest train (TFDS `spoken_digit` has one split).
+    """
+    clips, labels, filenames = audio_clips(name, "train", data_dir, download)
+    parsed = [parse_spoken_digit_filename(f) for f in filenames]
+    speakers = sorted({s for s, _ in parsed})
+    if test_speaker not in speakers:
+        raise ValueError(f"test_speaker {test_speaker!r} is not one of the speakers {speakers}")
+    out = {"train": ([], []), "validation": ([], []), "test": ([], [])}
+    for clip, label, (speaker, index) in zip(clips, labels, parsed):
+        part = "test" if speaker == test_speaker else "validation" if index >= val_from else "train"
+        out[part][0].append(np.asarray(clip, np.float32) / 32768.0)
+        out[part][1].append(label)
+    return {k: (clips, np.asarray(digits, np.int32)) for k, (clips, digits) in out.items()}

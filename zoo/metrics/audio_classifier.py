@@ -105,18 +105,18 @@ def augment(audio, label):
 
 
 def train(cfg, data_dir=None, out_root=None, epochs=None, batch_size=32) -> dict:
-    from zoo.models.wavenet import split_clips
-    from zoo.runtime.audio import mu_law_decode
+    from zoo.data import speaker_split
+    from zoo.runtime.audio import mu_law_decode, mu_law_encode
 
     epochs = epochs or cfg.judge_epochs
     keras.utils.set_random_seed(cfg.seed)
     length = int(SECONDS * cfg.sample_rate)
-    parts = split_clips(cfg, data_dir)
+    parts = speaker_split(cfg.dataset, cfg.test_speaker, cfg.val_from, data_dir)
     # The classifier hears what the wavenet makes: mu-law-quantised audio.
-    train_codes = parts["train"][0] + parts["validation"][0]
+    train_clips = parts["train"][0] + parts["validation"][0]
     train_labels = np.concatenate([parts["train"][1], parts["validation"][1]])
-    x_train = fixed_audio([mu_law_decode(c[1:]) for c in train_codes], length)
-    x_test = fixed_audio([mu_law_decode(c[1:]) for c in parts["test"][0]], length)
+    x_train = fixed_audio([mu_law_decode(mu_law_encode(c)) for c in train_clips], length)
+    x_test = fixed_audio([mu_law_decode(mu_law_encode(c)) for c in parts["test"][0]], length)
     y_test = parts["test"][1]
     ds = (tf.data.Dataset.from_tensor_slices((x_train, train_labels)).shuffle(len(x_train), seed=cfg.seed)
           .map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE))

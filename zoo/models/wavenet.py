@@ -1,28 +1,39 @@
-"""`wavenet`: an autoregressive model of 8 kHz speech, conditioned on the spoken digit.
+"""`wavenet`: spoken digits in two stages, a log-mel prior and a mel-conditioned WaveNet vocoder.
 
-Each sample is one of 256 mu-law codes. The network (van den Oord et al., 2016): an embedding of
-the current code, stacks of causal dilated `Conv1D` layers with gated tanh/sigmoid units, residual
-and skip connections, and a two-layer head giving a 256-way softmax over the next code. The digit
-(global conditioning) adds a learned bias to every gate.
+A WaveNet conditioned on the digit alone babbles speech-like sound, not words (20% of its clips
+were heard as the asked-for digit). Here the words come from a prior over log-mel frames, and the
+WaveNet only turns frames into 8 kHz samples, as the WaveNet vocoders of Tacotron 2 do:
+  1. prior: a digit-conditioned GRU over 16 ms log-mel frames (80 bands, zoo/runtime/audio.py),
+     autoregressive, with a mixture of diagonal Gaussians over the next frame and a stop logit
+     that ends the word. Sampled with noise, so ten clips of one digit differ.
+  2. vocoder: embedding of the current 8-bit mu-law code, a stack of causal dilated `Conv1D`
+     layers with gated tanh/sigmoid units, residual and skip connections, a 256-way softmax over
+     the next code (van den Oord et al., 2016). The frames (a 3-frame convolution, plus the digit)
+     are projected once per frame to every layer's gate bias and repeated over the frame's 128
+     samples: local conditioning.
+One Keras model holds both; each training step updates both stages on their own losses (their
+weights are disjoint, and Adam scales each weight's step by its own gradients).
 
-Two ways to run the same weights:
-  call(samples, digit)        the whole sequence at once: training and teacher-forced scoring
-  step(sample, digit, queues) one new sample, given each layer's queue of its last `dilation`
-                              inputs ("fast WaveNet", Paine et al., 2016): generation in O(layers).
-                              A queue is [B, dilation * C], its inputs side by side, oldest first.
+Ways to run the weights:
+  call(samples, mel, digit)    vocoder over a whole sequence: training, teacher-forced scoring
+  condition(mel, digit)        every layer's conditioning, once per frame
+  step(sample, row, queues)    one new sample from its frame's conditioning row and each layer's
+                               queue of its last `dilation` inputs ("fast WaveNet", Paine et al.)
+  prior_params(frames, digit)  the prior over a whole frame sequence (teacher forcing)
+  prior_step(frame, digit, h)  one frame of the prior
 Data: TFDS `spoken_digit` has one split; every recording of `test_speaker` is the test set.
 """
 
 import dataclasses
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo.runtime.audio import MU, SILENCE, mu_law_decode, mu_law_encode
+from zoo.runtime import audio as zaudio
+from zoo.runtime.audio import HOP, MEL_BINS, MU, SILENCE, SILENT_FRAME, log_mel, mu_law_decode, mu_law_encode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,56 +41,63 @@ class Config:
     dataset: str = "spoken_digit"
     test_speaker: str = "theo"     # held out whole: the test set is his 500 recordings
     val_from: int = 45             # recordings 45..49 of each train speaker and digit: validation
+    # Vocoder. With the words in the frames, 128 ms of receptive field is plenty, and 10 layers of
+    # 32 channels generate faster than real time on one core (`python -m zoo.bench --models wavenet`).
     residual_channels: int = 32    # the width every layer keeps
     skip_channels: int = 64        # the skip projection feeds the head
-    stacks: int = 1                # one stack of dilations 1, 2, ..., 512: a receptive field of
-    layers_per_stack: int = 10     # 1,024 samples (128 ms). Each layer costs ~7 us per generated sample
-                                   # in ONNX Runtime here: 10 layers of 32 generate ~11,000 samples/s,
-                                   # 18 layers (2 stacks) only ~5,000, below real time (8,000)
-    clip_length: int = 5000        # samples per training example (0.625 s; the median clip is 0.42 s)
-    batch_size: int = 8
-    epochs: int = 17               # 2.1-2.5 min an epoch here (it varies from run to run): under 45 min
-    steps_per_epoch: int = 0       # 0: one pass over the train clips
+    stacks: int = 1                # one stack of dilations 1, 2, ..., 512: 1,024 samples (128 ms)
+    layers_per_stack: int = 10
+    frame_channels: int = 64       # the 3-frame convolution over the log-mel frames
+    clip_length: int = 5120        # samples per training window (40 frames): the whole of 90% of clips
+    # Prior.
+    prior_units: int = 256         # GRU state: 16 ms frames, at most max_frames of them
+    prenet_units: int = 128        # Tacotron's pre-net on the previous frame, with dropout 0.5 in
+    prior_dropout: float = 0.5     # training: the GRU cannot lean on copying its last input
+    mixtures: int = 4              # Gaussian components per frame
+    max_frames: int = 64           # 1.02 s: 99.4% of the recordings are shorter
+    prior_batch_size: int = 32
+    batch_size: int = 8            # vocoder windows per step
+    epochs: int = 12               # ~3 min an epoch here (both stages): the run stays under 45 min
+    steps_per_epoch: int = 0       # 0: one pass over the train clips at batch_size
     learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
     sample_rate: int = 8000
-    generate_per_digit: int = 10   # generated clips per digit judged by the digit classifier
-    generate_seconds: float = 1.0
+    generate_per_digit: int = 20   # generated clips per digit judged by the digit classifier
+    mel_temperature: float = 0.6   # the prior's noise scale when sampling (1: as trained)
+    resynthesis_clips: int = 0     # held-out clips re-synthesised from their mels (0: all 500)
     judge_epochs: int = 25         # the spoken-digit classifier's training (zoo.metrics.audio_classifier)
     seed: int = 0
 
 
 PRESETS = {
     "default": Config(),
-    "tiny": Config(residual_channels=4, skip_channels=8, stacks=1, layers_per_stack=3, clip_length=64, val_from=2,
-                   batch_size=4, epochs=2, steps_per_epoch=3, generate_per_digit=1, generate_seconds=0.01,
-                   judge_epochs=1),
+    "tiny": Config(residual_channels=4, skip_channels=8, stacks=1, layers_per_stack=3, frame_channels=4,
+                   clip_length=256, prior_units=8, prenet_units=8, mixtures=2, max_frames=4, prior_batch_size=4,
+                   val_from=2, batch_size=4, epochs=2, steps_per_epoch=3, generate_per_digit=2,
+                   resynthesis_clips=4, judge_epochs=1),
 }
 DATASET = Config.dataset
 NUM_CLASSES = 10
-SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "seed": 0,
-                   "out": "samples/wavenet"}
+# `seconds` is the longest a clip may grow (the prior ends each word itself); at most max_frames.
+SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.6,
+                   "seed": 0, "out": "samples/wavenet"}
+LOG_SCALE_MIN = math.log(0.01)  # the prior's smallest scale: silent frames are exact, not a spike
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class ResidualBlock(keras.layers.Layer):
-    """x -> (x + residual(z), z), z = tanh(filter) * sigmoid(gate) of a causal dilated conv.
+    """x -> (x + residual(z), z), z = tanh(filter) * sigmoid(gate) of a causal dilated conv plus
+    this layer's conditioning (the convolution has no bias). Each z also goes to the skip projection."""
 
-    The digit's embedding is the gates' bias (the convolution has none). Each z also goes to the
-    network's skip projection.
-    """
-
-    def __init__(self, channels, dilation, num_classes=NUM_CLASSES, residual=True, **kwargs):
+    def __init__(self, channels, dilation, residual=True, **kwargs):
         super().__init__(**kwargs)
-        self.channels, self.dilation, self.num_classes, self.has_residual = channels, dilation, num_classes, residual
+        self.channels, self.dilation, self.has_residual = channels, dilation, residual
         # Kernel size 2: tap 0 sees the input `dilation` samples back, tap 1 the current one.
         self.dilated = keras.layers.Conv1D(2 * channels, 2, dilation_rate=dilation, padding="causal",
                                            use_bias=False, name="dilated")
-        self.condition = keras.layers.Embedding(num_classes, 2 * channels, name="condition")  # per-digit gate bias
         self.residual = keras.layers.Dense(channels, name="residual") if residual else None  # unused after the last
 
     def build(self, input_shape):
         self.dilated.build(input_shape)
-        self.condition.build((None,))
         if self.residual is not None:
             self.residual.build((None, self.channels))
         self.built = True
@@ -88,79 +106,171 @@ class ResidualBlock(keras.layers.Layer):
         z = tf.tanh(h[..., : self.channels]) * tf.sigmoid(h[..., self.channels :])
         return (x + self.residual(z) if self.has_residual else x), z
 
-    def call(self, x, digit):
-        """x [B, T, C] -> (out [B, T, C], z [B, T, C])."""
-        return self._gate(x, self.dilated(x) + self.condition(digit)[:, None, :])
+    def call(self, x, condition):
+        """x [B, T, C], condition [B, T, 2C] -> (out [B, T, C], z [B, T, C])."""
+        return self._gate(x, self.dilated(x) + condition)
 
-    def step(self, x, queue, digit_one_hot):
+    def step(self, x, queue, condition):
         """x [B, C] at time t; queue [B, dilation * C]: x at t-dilation, ..., t-1, oldest first.
 
         Returns (out, z, next_queue): the queue drops t-dilation and takes x. One matmul does both
-        taps and the digit's bias: [x(t-dilation), x(t), one_hot(digit)] times the kernel [2, C, 2C]
-        read as [2C, 2C] stacked on the digit embeddings. (Every node costs ~0.5 us per sample in
-        ONNX Runtime, so the step is written with few: real-time generation depends on it.)
+        taps: [x(t-dilation), x(t)] times the kernel [2, C, 2C] read as [2C, 2C]. (Every node costs
+        ~0.5 us per sample in ONNX Runtime, so the step is written with few.)
         """
         c = self.channels
-        kernel = tf.concat([tf.reshape(self.dilated.kernel, [2 * c, 2 * c]), self.condition.embeddings], axis=0)
         if self.dilation > 1:  # one Split node rather than two slices
             oldest, rest = tf.split(queue, [c, (self.dilation - 1) * c], axis=-1)
             next_queue = tf.concat([rest, x], axis=-1)
         else:
             oldest, next_queue = queue, x
-        h = tf.matmul(tf.concat([oldest, x, digit_one_hot], axis=-1), kernel)
-        out, z = self._gate(x, h)
+        h = tf.matmul(tf.concat([oldest, x], axis=-1), tf.reshape(self.dilated.kernel, [2 * c, 2 * c]))
+        out, z = self._gate(x, h + condition)
         return out, z, next_queue
 
     def get_config(self):
         config = super().get_config()
-        config.update(channels=self.channels, dilation=self.dilation, num_classes=self.num_classes,
-                      residual=self.has_residual)
+        config.update(channels=self.channels, dilation=self.dilation, residual=self.has_residual)
         return config
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class WaveNet(keras.Model):
-    """`call(samples [B, T] codes, digit [B])` -> logits [B, T, 256] for the code after each one."""
+class MelPrior(keras.layers.Layer):
+    """p(frame t | frames before t, digit): pre-net on the previous frame, GRU, mixture head.
 
-    def __init__(self, residual_channels=32, skip_channels=64, stacks=2, layers_per_stack=9,
+    Outputs per frame: mixture logits [.., K], means and log-scales [.., K, MEL_BINS], and a stop
+    logit (positive: the word has ended before this frame).
+    """
+
+    def __init__(self, units=256, prenet_units=128, mixtures=4, dropout=0.5, num_classes=NUM_CLASSES,
+                 mel_bins=MEL_BINS, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.prenet_units, self.mixtures, self.dropout_rate = units, prenet_units, mixtures, dropout
+        self.num_classes, self.mel_bins = num_classes, mel_bins
+        self.prenet_1 = keras.layers.Dense(prenet_units, activation="relu", name="prenet_1")
+        self.prenet_2 = keras.layers.Dense(prenet_units, activation="relu", name="prenet_2")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.digit_embedding = keras.layers.Embedding(num_classes, prenet_units, name="digit")
+        self.gru = keras.layers.GRU(units, return_sequences=True, name="gru")
+        self.head = keras.layers.Dense(mixtures * (1 + 2 * mel_bins) + 1, name="head")
+
+    def build(self, input_shape=None):
+        self.prenet_1.build((None, self.mel_bins))
+        self.prenet_2.build((None, self.prenet_units))
+        self.digit_embedding.build((None,))
+        self.gru.build((None, None, 2 * self.prenet_units))
+        self.head.build((None, self.units))
+        self.built = True
+
+    def _inputs(self, frames, digit, training):
+        x = self.dropout(self.prenet_1(frames), training=training)
+        x = self.dropout(self.prenet_2(x), training=training)
+        d = self.digit_embedding(digit)
+        if len(frames.shape) == 3:
+            d = tf.broadcast_to(d[:, None, :], tf.concat([tf.shape(x)[:2], [self.prenet_units]], 0))
+        return tf.concat([x, d], axis=-1)
+
+    def _params(self, h):
+        k, m = self.mixtures, self.mel_bins
+        p = self.head(h)
+        lead = tf.shape(p)[:-1]
+        mixture_logits = p[..., :k]
+        means = tf.reshape(p[..., k : k + k * m], tf.concat([lead, [k, m]], 0))
+        raw = tf.reshape(p[..., k + k * m : k + 2 * k * m], tf.concat([lead, [k, m]], 0))
+        log_scales = LOG_SCALE_MIN + tf.nn.softplus(raw - LOG_SCALE_MIN)
+        return mixture_logits, means, log_scales, p[..., -1]
+
+    def call(self, frames, digit, training=False):
+        """frames [B, F, M] (the previous frame at each position) -> the four outputs, per frame."""
+        return self._params(self.gru(self._inputs(frames, digit, training), training=training))
+
+    def step(self, frame, digit, state):
+        """frame [B, M], state [B, units] -> (mixture_logits, means, log_scales, stop_logit, next_state)."""
+        h, next_state = self.gru.cell(self._inputs(frame, digit, False), [state], training=False)
+        return (*self._params(h), next_state[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, prenet_units=self.prenet_units, mixtures=self.mixtures,
+                      dropout=self.dropout_rate, num_classes=self.num_classes, mel_bins=self.mel_bins)
+        return config
+
+
+def mixture_nll(frames, mixture_logits, means, log_scales):
+    """-log p(frame) under the mixture of diagonal Gaussians, in nats, per frame: [..]."""
+    z = (frames[..., None, :] - means) * tf.exp(-log_scales)
+    per_component = -0.5 * tf.reduce_sum(tf.square(z) + 2.0 * log_scales + math.log(2 * math.pi), axis=-1)
+    return -tf.reduce_logsumexp(tf.nn.log_softmax(mixture_logits, axis=-1) + per_component, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class WaveNet(keras.Model):
+    """The prior and the vocoder. `call(samples [B, T], mel [B, F, M], digit [B])` -> the vocoder's
+    logits [B, T, 256] for the code after each one (T <= F * HOP)."""
+
+    def __init__(self, residual_channels=32, skip_channels=64, stacks=1, layers_per_stack=10, frame_channels=64,
+                 prior_units=256, prenet_units=128, mixtures=4, prior_dropout=0.5, max_frames=64,
                  num_classes=NUM_CLASSES, sample_rate=8000, **kwargs):
         super().__init__(**kwargs)
         self.residual_channels, self.skip_channels = residual_channels, skip_channels
-        self.stacks, self.layers_per_stack = stacks, layers_per_stack
+        self.stacks, self.layers_per_stack, self.frame_channels = stacks, layers_per_stack, frame_channels
+        self.prior_units, self.prenet_units, self.mixtures = prior_units, prenet_units, mixtures
+        self.prior_dropout, self.max_frames = prior_dropout, max_frames
         self.num_classes, self.sample_rate = num_classes, sample_rate
         self.dilations = [2**i for _ in range(stacks) for i in range(layers_per_stack)]
         self.receptive_field = sum(self.dilations) + 1
+        self.condition_channels = 2 * residual_channels * len(self.dilations)
+        # Vocoder.
         self.embedding = keras.layers.Embedding(MU + 1, residual_channels, name="embedding")  # one-hot 1x1 conv
-        self.blocks = [
-            ResidualBlock(residual_channels, d, num_classes, residual=i < len(self.dilations) - 1, name=f"block_{i}")
-            for i, d in enumerate(self.dilations)
-        ]
+        self.frame_conv = keras.layers.Conv1D(frame_channels, 3, padding="same", name="frame_conv")
+        self.frame_digit = keras.layers.Embedding(num_classes, frame_channels, name="frame_digit")
+        # Every layer's 1x1 projection of the frame features, side by side: one matmul a frame.
+        self.condition_projection = keras.layers.Dense(self.condition_channels, name="condition_projection")
+        self.blocks = [ResidualBlock(residual_channels, d, residual=i < len(self.dilations) - 1, name=f"block_{i}")
+                       for i, d in enumerate(self.dilations)]
         # The sum of per-layer skip projections, as one projection of all the layers' z side by side.
         self.skip = keras.layers.Dense(skip_channels, name="skip")
         self.hidden = keras.layers.Dense(skip_channels, activation="relu", name="hidden")
         self.out = keras.layers.Dense(MU + 1, name="logits")
-        self.loss_tracker = keras.metrics.Mean(name="loss")  # nats per sample, real samples only
+        # Prior.
+        self.prior = MelPrior(prior_units, prenet_units, mixtures, prior_dropout, num_classes, name="prior")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.vocoder_tracker = keras.metrics.Mean(name="vocoder_loss")  # nats per real sample
+        self.prior_tracker = keras.metrics.Mean(name="prior_loss")  # nats per mel value + stop cross-entropy
 
-    def build(self, input_shape=(None, None)):
-        self.embedding.build(input_shape)
+    def build(self, input_shape=None):
+        self.embedding.build((None, None))
+        self.frame_conv.build((None, None, MEL_BINS))
+        self.frame_digit.build((None,))
+        self.condition_projection.build((None, None, self.frame_channels))
         for block in self.blocks:
             block.build((None, None, self.residual_channels))
         self.skip.build((None, len(self.blocks) * self.residual_channels))
         self.hidden.build((None, self.skip_channels))
         self.out.build((None, self.skip_channels))
+        self.prior.build()
         self.built = True
 
     @property
     def metrics(self):
-        return [self.loss_tracker]
+        return [self.loss_tracker, self.vocoder_tracker, self.prior_tracker]
+
+    # --- vocoder ---
+
+    def condition(self, mel, digit):
+        """mel [B, F, M], digit [B] -> every layer's gate bias per frame [B, F, layers * 2C]."""
+        h = tf.tanh(self.frame_conv(mel) + self.frame_digit(digit)[:, None, :])
+        return self.condition_projection(h)
 
     def _head(self, zs):
         return self.out(self.hidden(tf.nn.relu(self.skip(tf.concat(zs, axis=-1)))))
 
-    def call(self, samples, digit, training=False):
+    def call(self, samples, mel, digit, training=False):
+        time = tf.shape(samples)[1]
+        per_sample = tf.repeat(self.condition(mel, digit), HOP, axis=1)[:, :time]  # frame t // HOP at sample t
+        conditions = tf.split(per_sample, len(self.blocks), axis=-1)
         x, zs = self.embedding(samples), []
-        for block in self.blocks:
-            x, z = block(x, digit)
+        for block, condition in zip(self.blocks, conditions):
+            x, z = block(x, condition)
             zs.append(z)
         return self._head(zs)
 
@@ -168,88 +278,119 @@ class WaveNet(keras.Model):
         """All-zero queues [B, dilation * C]: the causal convolutions' zero padding before t = 0."""
         return [tf.zeros([batch, d * self.residual_channels]) for d in self.dilations]
 
-    def step(self, sample, digit, queues):
-        """sample [B] the current code -> (logits [B, 256] for the next one, next queues)."""
+    def step(self, sample, condition, queues):
+        """sample [B] the current code, condition [B, layers * 2C] its frame's row -> (logits [B, 256]
+        for the next code, next queues)."""
         x, zs, next_queues = self.embedding(sample), [], []
-        digit_one_hot = tf.one_hot(digit, self.num_classes)
-        for block, queue in zip(self.blocks, queues):
-            x, z, next_queue = block.step(x, queue, digit_one_hot)
+        for block, queue, row in zip(self.blocks, queues, tf.split(condition, len(self.blocks), axis=-1)):
+            x, z, next_queue = block.step(x, queue, row)
             zs.append(z)
             next_queues.append(next_queue)
         return self._head(zs), next_queues
 
-    def _nll(self, data, training):
-        """Mean NLL in nats over the real (weight 1) samples of a batch of (codes, digit, weight)."""
-        codes, digit, weight = data
-        logits = self(codes[:, :-1], digit, training=training)
+    # --- prior ---
+
+    def prior_params(self, frames, digit, training=False):
+        """Teacher forcing: frames [B, F, M] -> the prior's outputs for each of them (from the
+        silent "go" frame and the frames before it)."""
+        go = tf.fill(tf.stack([tf.shape(frames)[0], 1, MEL_BINS]), SILENT_FRAME)
+        return self.prior(tf.concat([go, frames[:, :-1]], axis=1), digit, training=training)
+
+    def prior_step(self, frame, digit, state):
+        return self.prior.step(frame, digit, state)
+
+    # --- objectives ---
+
+    def vocoder_nll(self, codes, mel, digit, weight, training=False):
+        """(mean NLL in nats over the real (weight 1) samples, their count)."""
+        logits = self(codes[:, :-1], mel, digit, training=training)
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes[:, 1:], logits=logits)
-        return tf.reduce_sum(nll * weight) / tf.maximum(tf.reduce_sum(weight), 1.0), tf.reduce_sum(weight)
+        count = tf.reduce_sum(weight)
+        return tf.reduce_sum(nll * weight) / tf.maximum(count, 1.0), count
+
+    def prior_nll(self, frames, lengths, digit, training=False):
+        """(nats per mel value over the real frames + the stop cross-entropy over frames 0..length,
+        the number of real frames)."""
+        mixture_logits, means, log_scales, stop_logit = self.prior_params(frames, digit, training)
+        t = tf.range(tf.shape(frames)[1])[None, :]
+        real = tf.cast(t < lengths[:, None], tf.float32)
+        mel = tf.reduce_sum(mixture_nll(frames, mixture_logits, means, log_scales) * real)
+        count = tf.reduce_sum(real)
+        judged = tf.cast(t <= lengths[:, None], tf.float32)  # every real frame, and the one past the end
+        stop = tf.nn.sigmoid_cross_entropy_with_logits(labels=1.0 - real, logits=stop_logit)
+        stop = tf.reduce_sum(stop * judged) / tf.maximum(tf.reduce_sum(judged), 1.0)
+        return mel / tf.maximum(count, 1.0) / MEL_BINS + stop, count
+
+    def _stage_losses(self, data, training):
+        vocoder, prior = data
+        v, v_count = self.vocoder_nll(vocoder["codes"], vocoder["mel"], vocoder["digit"], vocoder["weight"], training)
+        p, p_count = self.prior_nll(prior["frames"], prior["lengths"], prior["digit"], training)
+        self.vocoder_tracker.update_state(v, sample_weight=v_count)
+        self.prior_tracker.update_state(p, sample_weight=p_count)
+        return v + p
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss, count = self._nll(data, training=True)
+            loss = self._stage_losses(data, training=True)
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        self.loss_tracker.update_state(loss, sample_weight=count)
-        return {"loss": self.loss_tracker.result()}
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        loss, count = self._nll(data, training=False)
-        self.loss_tracker.update_state(loss, sample_weight=count)
-        return {"loss": self.loss_tracker.result()}
+        self.loss_tracker.update_state(self._stage_losses(data, training=False))
+        return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):
         config = super().get_config()
         config.update(residual_channels=self.residual_channels, skip_channels=self.skip_channels,
                       stacks=self.stacks, layers_per_stack=self.layers_per_stack,
-                      num_classes=self.num_classes, sample_rate=self.sample_rate)
+                      frame_channels=self.frame_channels, prior_units=self.prior_units,
+                      prenet_units=self.prenet_units, mixtures=self.mixtures, prior_dropout=self.prior_dropout,
+                      max_frames=self.max_frames, num_classes=self.num_classes, sample_rate=self.sample_rate)
         return config
 
 
 # --- Data -----------------------------------------------------------------------------------
 
 
-def parse_filename(filename: str) -> tuple:
-    """'9_george_33.wav' -> ('george', 33): the free-spoken-digit naming, digit_speaker_index."""
-    parts = Path(filename).stem.split("_")
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise ValueError(f"spoken_digit filename {filename!r} is not <digit>_<speaker>_<index>.wav")
-    return parts[1], int(parts[2])
-
-
 def to_codes(clip) -> np.ndarray:
-    """int16-range samples -> mu-law codes, with one silence code in front (the first input)."""
-    return np.concatenate([[SILENCE], mu_law_encode(np.asarray(clip, np.float64) / 32768.0)]).astype(np.int32)
+    """Float samples in [-1, 1] -> mu-law codes, with one silence code in front (the first input)."""
+    return np.concatenate([[SILENCE], mu_law_encode(clip)]).astype(np.int32)
+
+
+def vocoder_windows(clips: list, length: int, sample_rate: int = 8000):
+    """Float clips -> ([N, length + 1] codes padded with silence, [N, length // HOP, M] their log-mel
+    frames, [N, length] weights of real targets). A clip longer than the window keeps its start
+    (the vocoder always starts from silence); its frames see the audio past the window's end."""
+    frames = length // HOP
+    codes = np.full((len(clips), length + 1), SILENCE, np.int32)
+    mel = np.full((len(clips), frames, MEL_BINS), SILENT_FRAME, np.float32)
+    weight = np.zeros((len(clips), length), np.float32)
+    for i, clip in enumerate(clips):
+        c = to_codes(clip)
+        n = min(len(c), length + 1)
+        codes[i, :n] = c[:n]
+        weight[i, : n - 1] = 1.0
+        m = log_mel(clip[: (frames + 1) * HOP], sample_rate)[:frames]
+        mel[i, : len(m)] = m
+    return codes, mel, weight
+
+
+def prior_sequences(clips: list, max_frames: int, sample_rate: int = 8000):
+    """Float clips -> ([N, max_frames, M] log-mel frames padded with silent frames, [N] lengths)."""
+    frames = np.full((len(clips), max_frames, MEL_BINS), SILENT_FRAME, np.float32)
+    lengths = np.zeros(len(clips), np.int32)
+    for i, clip in enumerate(clips):
+        m = log_mel(clip[: max_frames * HOP], sample_rate)
+        frames[i, : len(m)] = m
+        lengths[i] = len(m)
+    return frames, lengths
 
 
 def split_clips(cfg, data_dir=None) -> dict:
-    """{'train'|'validation'|'test': (list of code arrays, digits)}: the speaker split."""
-    clips, labels, filenames = zdata.audio_clips(cfg.dataset, "train", data_dir)
-    parsed = [parse_filename(f) for f in filenames]
-    speakers = sorted({s for s, _ in parsed})
-    if cfg.test_speaker not in speakers:
-        raise ValueError(f"test_speaker {cfg.test_speaker!r} is not one of the speakers {speakers}")
-    out = {"train": ([], []), "validation": ([], []), "test": ([], [])}
-    for clip, label, (speaker, index) in zip(clips, labels, parsed):
-        part = "test" if speaker == cfg.test_speaker else "validation" if index >= cfg.val_from else "train"
-        out[part][0].append(to_codes(clip))
-        out[part][1].append(label)
-    return {k: (codes, np.asarray(digits, np.int32)) for k, (codes, digits) in out.items()}
-
-
-def fixed_length(codes: list, length: int):
-    """Code arrays -> ([N, length + 1] codes padded with silence, [N, length] weights of real targets).
-
-    A clip longer than the window keeps its start (the model always starts from silence).
-    """
-    batch = np.full((len(codes), length + 1), SILENCE, np.int32)
-    weight = np.zeros((len(codes), length), np.float32)
-    for i, c in enumerate(codes):
-        n = min(len(c), length + 1)
-        batch[i, :n] = c[:n]
-        weight[i, : n - 1] = 1.0
-    return batch, weight
+    return zdata.speaker_split(cfg.dataset, cfg.test_speaker, cfg.val_from, data_dir)
 
 
 @dataclasses.dataclass
@@ -263,13 +404,19 @@ class AudioData:
 def load_data(cfg, data_dir=None) -> AudioData:
     parts = split_clips(cfg, data_dir)
 
-    def dataset(part, shuffle):
-        codes, digits = parts[part]
-        batch, weight = fixed_length(codes, cfg.clip_length)
-        ds = tf.data.Dataset.from_tensor_slices((batch, digits, weight))
-        if shuffle:
-            ds = ds.shuffle(len(digits), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        return ds.batch(cfg.batch_size, drop_remainder=shuffle).prefetch(tf.data.AUTOTUNE)
+    def dataset(part, training):
+        clips, digits = parts[part]
+        codes, mel, weight = vocoder_windows(clips, cfg.clip_length, cfg.sample_rate)
+        frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)
+        vocoder = tf.data.Dataset.from_tensor_slices({"codes": codes, "mel": mel, "weight": weight, "digit": digits})
+        prior = tf.data.Dataset.from_tensor_slices({"frames": frames, "lengths": lengths, "digit": digits})
+        if training:  # two endless streams, each reshuffled on every pass
+            vocoder = vocoder.shuffle(len(digits), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+            prior = prior.shuffle(len(digits), seed=cfg.seed + 1, reshuffle_each_iteration=True).repeat()
+            return (tf.data.Dataset.zip(vocoder.batch(cfg.batch_size, drop_remainder=True),
+                                        prior.batch(cfg.prior_batch_size, drop_remainder=True))
+                    .prefetch(tf.data.AUTOTUNE))
+        return tf.data.Dataset.zip(vocoder.batch(cfg.batch_size), prior.batch(cfg.batch_size)).prefetch(2)
 
     sizes = {k: len(v[1]) for k, v in parts.items()}
     return AudioData(
@@ -281,57 +428,112 @@ def load_data(cfg, data_dir=None) -> AudioData:
 
 
 def build_model(cfg, data=None):
-    model = WaveNet(cfg.residual_channels, cfg.skip_channels, cfg.stacks, cfg.layers_per_stack,
+    model = WaveNet(cfg.residual_channels, cfg.skip_channels, cfg.stacks, cfg.layers_per_stack, cfg.frame_channels,
+                    cfg.prior_units, cfg.prenet_units, cfg.mixtures, cfg.prior_dropout, cfg.max_frames,
                     sample_rate=cfg.sample_rate)
     model.build()
     steps = cfg.epochs * (data.steps_per_epoch if data is not None else 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps), alpha=0.1)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0))
     return model
 
 
-# --- Evaluation -----------------------------------------------------------------------------
+# --- Generation and evaluation ----------------------------------------------------------------
 
 
-def teacher_forced_nll(model, codes: list, digits: np.ndarray, batch_size=16) -> float:
-    """Mean NLL in nats per sample over every sample of every clip (each scored from its start)."""
-    order = np.argsort([len(c) for c in codes])  # similar lengths together: little padding
+def keras_stages(model):
+    """(prior_step, condition_fn, vocoder_step) on the Keras model, for zoo.runtime.audio's loops:
+    the same numpy sampling code runs on the Keras networks here and on the ONNX graphs there."""
+    prior_step = tf.function(model.prior_step)
+    condition = tf.function(model.condition)
+    step = tf.function(model.step)
+    queues = {}
+
+    def prior_fn(frame, digit, state):
+        return [t.numpy() for t in prior_step(tf.constant(frame), tf.constant(digit), tf.constant(state))]
+
+    def condition_fn(frames, digits):
+        queues["q"] = None  # a new clip: the vocoder starts again from zero queues
+        return condition(tf.constant(frames), tf.constant(np.asarray(digits, np.int32))).numpy()
+
+    def vocoder_step(current, row):
+        if queues.get("q") is None:
+            queues["q"] = model.initial_queues(len(current))
+        logits, queues["q"] = step(tf.constant(current), tf.constant(row), queues["q"])
+        return logits.numpy()
+
+    return prior_fn, condition_fn, vocoder_step
+
+
+def generate(model, digits, seconds=1.0, temperature=1.0, mel_temperature=0.6, seed=0):
+    """(float clips, frames, lengths) for `digits`, sampled from the Keras model by the runtime's loops."""
+    max_frames = min(model.max_frames, int(math.ceil(seconds * model.sample_rate / HOP)))
+    return zaudio.generate_clips(*keras_stages(model), np.asarray(digits, np.int32), max_frames, model.prior_units,
+                                 temperature, mel_temperature, seed)
+
+
+def resynthesize(model, clips: list, digits, max_frames: int, seed=0, batch_size=100) -> list:
+    """The vocoder alone on real recordings' own log-mel frames (each cut to max_frames)."""
+    _, condition_fn, vocoder_step = keras_stages(model)
+    rng = np.random.default_rng(seed)
+    clips = [c[: max_frames * HOP] for c in clips]
+    order = np.argsort([len(c) for c in clips])
+    out = [None] * len(clips)
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        frames, _ = prior_sequences([clips[j] for j in idx], max_frames)
+        n = max(len(clips[j]) for j in idx)
+        frames = frames[:, : -(-n // HOP)]
+        codes = zaudio.vocode(vocoder_step, condition_fn(frames, digits[idx]), n, 1.0, rng)
+        for row, j in enumerate(idx):
+            out[j] = mu_law_decode(codes[row, : len(clips[j])])
+    return out
+
+
+def teacher_forced_nll(model, clips: list, digits: np.ndarray, batch_size=16) -> float:
+    """The vocoder's mean NLL in nats per sample over every sample of every clip (each scored from
+    its start, conditioned on its own log-mel frames)."""
+    order = np.argsort([len(c) for c in clips])  # similar lengths together: little padding
     total, count = 0.0, 0.0
     for i in range(0, len(order), batch_size):
         idx = order[i : i + batch_size]
-        length = -(-max(len(codes[j]) for j in idx) // 1024) * 1024  # few distinct shapes to trace
-        batch, weight = fixed_length([codes[j] for j in idx], length)
-        loss, n = model._nll((tf.constant(batch), tf.constant(digits[idx]), tf.constant(weight)), False)
+        length = -(-max(len(clips[j]) + 1 for j in idx) // 1024) * 1024  # few distinct shapes to trace
+        codes, mel, weight = vocoder_windows([clips[j] for j in idx], length)
+        loss, n = model.vocoder_nll(tf.constant(codes), tf.constant(mel), tf.constant(digits[idx]), tf.constant(weight))
         total += float(loss) * float(n)
         count += float(n)
     return total / count
 
 
-def generate(model, digits, length, temperature=1.0, seed=0) -> np.ndarray:
-    """Codes [len(digits), length] sampled with the cached step (Keras), from silence."""
-    from zoo.runtime.core import sample_logits
+def mel_distance(clips: list, frames: int = 64) -> float:
+    """Mean pairwise distance between clips' log-mels (RMS over `frames` frames x 80 bands, each clip
+    trimmed of silence, then cut or padded with silent frames)."""
+    from zoo.metrics.audio_classifier import trim_silence
 
-    rng = np.random.default_rng(seed)
-    digits = tf.constant(np.asarray(digits, np.int32))
-    queues = model.initial_queues(len(digits))
-    step = tf.function(model.step)
-    current = np.full(len(digits), SILENCE, np.int32)
-    codes = np.empty((len(digits), length), np.int32)
-    for t in range(length):
-        logits, queues = step(tf.constant(current), digits, queues)
-        current = sample_logits(logits.numpy(), temperature, 0, rng).astype(np.int32)
-        codes[:, t] = current
-    return codes
+    mels = np.full((len(clips), frames, MEL_BINS), SILENT_FRAME, np.float32)
+    for i, c in enumerate(clips):
+        m = log_mel(trim_silence(c))[:frames]
+        mels[i, : len(m)] = m
+    flat = mels.reshape(len(clips), -1)
+    d = [np.sqrt(np.mean((flat[i] - flat[j]) ** 2)) for i in range(len(clips)) for j in range(i + 1, len(clips))]
+    return float(np.mean(d))
 
 
 EVAL_NOTE = (
     "Test set: every recording of the held-out speaker (`test_speaker` in the config), never seen "
-    "in training or validation. NLL: teacher-forced, every sample of every test clip from its "
-    "start, in bits per sample (nats / ln 2); `test_unigram_bits_per_sample` is the entropy of the "
-    "test codes' own histogram, the score of a model that ignores all context. Digit accuracy: "
-    "`generate_per_digit` clips per digit of `generate_seconds` generated at temperature 1 with "
-    "the cached step, labelled by the zoo's spoken-digit classifier (zoo.metrics.audio_classifier), "
-    "whose accuracy on the held-out speaker's real recordings is `classifier_test_accuracy`."
+    "in training or validation. Vocoder NLL: teacher-forced on the real log-mel frames, every sample "
+    "of every test clip from its start, in bits per sample (nats / ln 2); "
+    "`test_unigram_bits_per_sample` is the entropy of the test codes' own histogram, the score of a "
+    "model that ignores all context. `test_prior_loss`: the prior's teacher-forced nats per mel "
+    "value plus its stop cross-entropy. Digit accuracy: `generate_per_digit` clips per digit "
+    "generated from the label alone (prior at `mel_temperature`, vocoder at temperature 1, the "
+    "runtime's sampling loops on the Keras networks), labelled by the zoo's spoken-digit classifier "
+    "(zoo.metrics.audio_classifier), whose accuracy on the held-out speaker's real recordings is "
+    "`classifier_test_accuracy`; `resynthesis_digit_accuracy`: the same classifier on the vocoder's "
+    "re-synthesis of those real recordings from their own log-mel frames (the vocoder's ceiling). "
+    "Diversity: the mean pairwise log-mel distance (RMS, silence-trimmed, first 64 frames) between "
+    "generated clips of one digit, and between the held-out speaker's real clips of one digit "
+    "(as many per digit), averaged over the digits."
 )
 
 
@@ -339,25 +541,40 @@ def evaluate(model, cfg, data_dir=None) -> dict:
     from zoo.metrics import audio_classifier
 
     parts = split_clips(cfg, data_dir)
-    codes, digits = parts["test"]
-    nll = teacher_forced_nll(model, codes, digits)
+    clips, digits = parts["test"]
+    codes = [to_codes(c) for c in clips]
+    nll = teacher_forced_nll(model, clips, digits)
     histogram = np.bincount(np.concatenate([c[1:] for c in codes]), minlength=MU + 1) / sum(len(c) - 1 for c in codes)
     unigram = -float(np.sum(histogram[histogram > 0] * np.log2(histogram[histogram > 0])))
+    frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)
+    prior_loss, _ = model.prior_nll(tf.constant(frames), tf.constant(lengths), tf.constant(digits))
 
     judge = audio_classifier.load(cfg, data_dir)
     wanted = np.repeat(np.arange(NUM_CLASSES), cfg.generate_per_digit)
-    length = int(round(cfg.generate_seconds * cfg.sample_rate))
-    audio = mu_law_decode(generate(model, wanted, length, seed=cfg.seed))
+    generated, _, gen_lengths = generate(model, wanted, cfg.max_frames * HOP / cfg.sample_rate,
+                                         mel_temperature=cfg.mel_temperature, seed=cfg.seed)
+    n = cfg.resynthesis_clips or len(clips)
+    pick = np.random.default_rng(cfg.seed).permutation(len(clips))[:n]
+    resynthesized = resynthesize(model, [clips[i] for i in pick], digits[pick], cfg.max_frames, seed=cfg.seed)
+    heard = [mu_law_decode(c[1:]) for c in codes]  # real audio as the vocoder's codes can carry it
+    real_per_digit = [[heard[i] for i in np.flatnonzero(digits == d)[: cfg.generate_per_digit]] for d in range(NUM_CLASSES)]
     return {
         "test_nll_bits_per_sample": nll / math.log(2),
         "test_nll_nats_per_sample": nll,
         "test_unigram_bits_per_sample": unigram,
+        "test_prior_loss": float(prior_loss),
         "test_speaker": cfg.test_speaker,
-        "test_clips": len(codes),
+        "test_clips": len(clips),
         "test_samples": int(sum(len(c) - 1 for c in codes)),
-        "generated_digit_accuracy": float((judge.labels(audio) == wanted).mean()),
+        "generated_digit_accuracy": float((judge.labels(generated) == wanted).mean()),
         "generated_clips": len(wanted),
+        "generated_mean_seconds": float(gen_lengths.mean() * HOP / cfg.sample_rate),
+        "resynthesis_digit_accuracy": float((judge.labels(resynthesized) == digits[pick]).mean()),
+        "resynthesis_clips": int(n),
         "classifier_test_accuracy": judge.info["test_accuracy"],
+        "generated_mel_distance_same_digit": float(np.mean(
+            [mel_distance([generated[i] for i in np.flatnonzero(wanted == d)]) for d in range(NUM_CLASSES)])),
+        "real_mel_distance_same_digit": float(np.mean([mel_distance(c) for c in real_per_digit if len(c) > 1])),
     }
 
 
@@ -365,64 +582,158 @@ def evaluate(model, cfg, data_dir=None) -> dict:
 
 
 def export_graphs(model):
-    """`network`: the full sequence (teacher-forced scoring); `step`: one sample with explicit queues."""
+    """`prior_step` (one frame), `condition` (once per clip), `step` (one sample with explicit
+    queues) and `network` (a whole sequence, teacher-forced scoring)."""
     from zoo.export import Graph
 
-    n, c = len(model.dilations), model.residual_channels
+    c, k, h = model.residual_channels, model.mixtures, model.prior_units
+    width = model.condition_channels
 
-    def network(samples, digit):
-        return {"logits": model(samples, digit)}
+    def prior_step(frame, digit, state):
+        mixture_logits, means, log_scales, stop_logit, next_state = model.prior_step(frame, digit, state)
+        return {"mixture_logits": mixture_logits, "means": means, "log_scales": log_scales,
+                "stop_logit": stop_logit, "next_state": next_state}
 
-    def network_example(rng):
-        batch, length = int(rng.integers(1, 3)), int(rng.integers(1, 2 * model.receptive_field))
-        return {"samples": rng.integers(0, MU + 1, (batch, length)).astype(np.int32),
+    def prior_example(rng):
+        batch = int(rng.integers(1, 4))
+        return {"frame": rng.uniform(-1, 1.5, (batch, MEL_BINS)).astype(np.float32),
+                "digit": rng.integers(0, NUM_CLASSES, batch).astype(np.int32),
+                "state": rng.uniform(-1, 1, (batch, h)).astype(np.float32)}
+
+    def condition(mel, digit):
+        return {"condition": model.condition(mel, digit)}
+
+    def condition_example(rng):
+        batch, frames = int(rng.integers(1, 4)), int(rng.integers(1, 20))
+        return {"mel": rng.uniform(-1, 1.5, (batch, frames, MEL_BINS)).astype(np.float32),
                 "digit": rng.integers(0, NUM_CLASSES, batch).astype(np.int32)}
 
-    step_signature = [tf.TensorSpec([None], tf.int32, name="sample"), tf.TensorSpec([None], tf.int32, name="digit")]
+    step_signature = [tf.TensorSpec([None], tf.int32, name="sample"),
+                      tf.TensorSpec([None, width], tf.float32, name="condition")]
     step_signature += [tf.TensorSpec([None, d * c], tf.float32, name=f"queue.{i}") for i, d in enumerate(model.dilations)]
 
-    def step(sample, digit, *queues):
-        logits, next_queues = model.step(sample, digit, list(queues))
+    def step(sample, condition_row, *queues):
+        logits, next_queues = model.step(sample, condition_row, list(queues))
         return {"logits": logits, **{f"next_queue.{i}": q for i, q in enumerate(next_queues)}}
 
     def step_example(rng):
         batch = int(rng.integers(1, 4))
         inputs = {"sample": rng.integers(0, MU + 1, batch).astype(np.int32),
-                  "digit": rng.integers(0, NUM_CLASSES, batch).astype(np.int32)}
+                  "condition": rng.standard_normal((batch, width)).astype(np.float32)}
         inputs.update({f"queue.{i}": rng.standard_normal((batch, d * c)).astype(np.float32)
                        for i, d in enumerate(model.dilations)})
         return inputs
 
-    step_axes = {"sample": ["batch"], "digit": ["batch"], "logits": ["batch", MU + 1]}
+    def network(samples, mel, digit):
+        return {"logits": model(samples, mel, digit)}
+
+    def network_example(rng):
+        batch, length = int(rng.integers(1, 3)), int(rng.integers(1, 2 * model.receptive_field))
+        return {"samples": rng.integers(0, MU + 1, (batch, length)).astype(np.int32),
+                "mel": rng.uniform(-1, 1.5, (batch, -(-length // HOP), MEL_BINS)).astype(np.float32),
+                "digit": rng.integers(0, NUM_CLASSES, batch).astype(np.int32)}
+
+    step_axes = {"sample": ["batch"], "condition": ["batch", width], "logits": ["batch", MU + 1]}
     for i, d in enumerate(model.dilations):
         step_axes[f"queue.{i}"] = step_axes[f"next_queue.{i}"] = ["batch", d * c]
     return [
         Graph("step", step, step_signature, step_axes, step_example),
+        Graph("prior_step", prior_step,
+              [tf.TensorSpec([None, MEL_BINS], tf.float32, name="frame"), tf.TensorSpec([None], tf.int32, name="digit"),
+               tf.TensorSpec([None, h], tf.float32, name="state")],
+              {"frame": ["batch", MEL_BINS], "digit": ["batch"], "state": ["batch", h],
+               "mixture_logits": ["batch", k], "means": ["batch", k, MEL_BINS], "log_scales": ["batch", k, MEL_BINS],
+               "stop_logit": ["batch"], "next_state": ["batch", h]},
+              prior_example),
+        Graph("condition", condition,
+              [tf.TensorSpec([None, None, MEL_BINS], tf.float32, name="mel"), tf.TensorSpec([None], tf.int32, name="digit")],
+              {"mel": ["batch", "frames", MEL_BINS], "digit": ["batch"], "condition": ["batch", "frames", width]},
+              condition_example),
         Graph("network", network,
-              [tf.TensorSpec([None, None], tf.int32, name="samples"), tf.TensorSpec([None], tf.int32, name="digit")],
-              {"samples": ["batch", "time"], "digit": ["batch"], "logits": ["batch", "time", MU + 1]},
+              [tf.TensorSpec([None, None], tf.int32, name="samples"),
+               tf.TensorSpec([None, None, MEL_BINS], tf.float32, name="mel"), tf.TensorSpec([None], tf.int32, name="digit")],
+              {"samples": ["batch", "time"], "mel": ["batch", "frames", MEL_BINS], "digit": ["batch"],
+               "logits": ["batch", "time", MU + 1]},
               network_example),
     ]
 
 
 def runtime_info(model) -> dict:
     return {"kind": "audio-generator", "step_graph": "step", "network_graph": "network",
+            "prior_graph": "prior_step", "condition_graph": "condition",
             "dilations": model.dilations, "residual_channels": model.residual_channels,
-            "receptive_field": model.receptive_field, "num_classes": NUM_CLASSES, "sample_rate": model.sample_rate,
-            "mu": MU, "first_input": SILENCE, "sample_defaults": SAMPLE_DEFAULTS}
+            "condition_channels": model.condition_channels, "receptive_field": model.receptive_field,
+            "prior_units": model.prior_units, "mixtures": model.mixtures, "max_frames": model.max_frames,
+            "mel": {"bins": MEL_BINS, "hop": HOP, "window": zaudio.WINDOW, "fft": zaudio.FFT,
+                    "fmin": zaudio.MEL_FMIN, "fmax": zaudio.MEL_FMAX, "log_floor": zaudio.LOG_FLOOR,
+                    "center": zaudio.MEL_CENTER, "scale": zaudio.MEL_SCALE},
+            "num_classes": NUM_CLASSES, "sample_rate": model.sample_rate,
+            "mu": MU, "first_input": SILENCE,
+            "sample_defaults": dict(SAMPLE_DEFAULTS, seconds=min(SAMPLE_DEFAULTS["seconds"],
+                                                                 model.max_frames * HOP / model.sample_rate))}
 
 
 def card_sample(folder, manifest) -> str:
-    """One generated `.wav` per digit beside the card, made by the numpy/onnxruntime runtime."""
+    """One generated `.wav` per digit beside the card, made by the numpy/onnxruntime runtime, and a
+    picture of their log-mel spectrograms beside a real recording of the held-out speaker."""
     from zoo.runtime import load
     from zoo.runtime.audio import write_clips
 
     opts = manifest["runtime"]["sample_defaults"]
     paths = write_clips(load(folder), folder / "samples", opts["digits"], opts["seconds"], opts["temperature"],
-                        opts["seed"])
+                        opts["mel_temperature"], opts["seed"])
     command = (f"python -m zoo.runtime sample exports/{manifest['model']} --digits {opts['digits']} "
-               f"--seconds {opts['seconds']} --temperature {opts['temperature']} --seed {opts['seed']} "
-               f"--out samples")
+               f"--seconds {opts['seconds']} --temperature {opts['temperature']} "
+               f"--mel-temperature {opts['mel_temperature']} --seed {opts['seed']} --out samples")
     links = ", ".join(f"[{p.stem}](samples/{p.name})" for p in paths)
-    return "\n".join(["## Samples", "", "```sh", command, "```", "",
-                      f"Generated clips, one per digit: {links}."])
+    lines = ["## Samples", "", "```sh", command, "```", "", f"Generated clips, one per digit: {links}.", ""]
+    picture = spectrogram_picture(folder / "samples" / "spectrograms.png", paths, manifest)
+    if picture:
+        lines += [f"![log-mel spectrograms](samples/{picture.name})", "",
+                  "Log-mel spectrograms (80 bands, 50 Hz at the bottom to 4 kHz at the top, 16 ms frames), one row "
+                  "per digit: the generated clip above (left) and the first recording of that digit by the "
+                  "held-out speaker (right)."]
+    else:
+        lines += ["(No spectrogram picture: the TFDS data for the real recordings was not available.)"]
+    return "\n".join(lines)
+
+
+def spectrogram_picture(path, wav_paths, manifest, scale=3):
+    """A PNG: for each digit, the generated clip's log-mel beside a real held-out recording's."""
+    from PIL import Image, ImageDraw
+
+    from zoo.runtime.audio import read_wav
+
+    config = manifest.get("config") or {}
+    try:
+        parts = zdata.speaker_split(config.get("dataset", DATASET), config.get("test_speaker", "theo"),
+                                    config.get("val_from", 45), download=False)
+    except zdata.DataUnavailableError:
+        return None
+    real_clips, real_digits = parts["test"]
+    width, gap, label = 70, 6, 16
+    rows = []
+    for wav in wav_paths:
+        digit = int(wav.stem.split("_")[-1])
+        generated = log_mel(read_wav(wav)[0])
+        real = log_mel(real_clips[int(np.flatnonzero(real_digits == digit)[0])])
+        rows.append((digit, generated, real))
+    image = Image.new("L", ((label + 2 * width + gap) * scale, len(rows) * (MEL_BINS + gap) * scale), 255)
+    draw = ImageDraw.Draw(image)
+
+    def tile(m):
+        m = np.full((width, MEL_BINS), SILENT_FRAME, np.float32) if not len(m) else m[:width]
+        pixels = np.clip((m.T[::-1] + 1.0) / 2.5, 0, 1)  # low bands at the bottom; loud is dark
+        pixels = (255 * (1 - pixels)).astype(np.uint8)
+        canvas = np.full((MEL_BINS, width), 255, np.uint8)
+        canvas[:, : pixels.shape[1]] = pixels
+        return Image.fromarray(canvas).resize((width * scale, MEL_BINS * scale), Image.NEAREST)
+
+    for r, (digit, generated, real) in enumerate(rows):
+        top = r * (MEL_BINS + gap) * scale
+        draw.text((4, top + MEL_BINS * scale // 2 - 6), str(digit), fill=0)
+        image.paste(tile(generated), (label * scale, top))
+        image.paste(tile(real), ((label + width + gap) * scale, top))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -1,11 +1,18 @@
-"""Audio for `wavenet`: mu-law companding, cached sample-by-sample generation, `.wav` files.
+"""Audio for `wavenet`: mu-law codes, log-mel frames, two-stage generation, `.wav` files.
 
-numpy, onnxruntime and the standard library only. Training imports the mu-law functions from
-here too, so the codes a model learns are the codes the runtime decodes.
+numpy, onnxruntime and the standard library only. Training imports the mu-law and mel functions
+from here too, so the codes and frames a model learns are the ones the runtime makes and reads.
 
-Generation runs the exported `step` graph once per sample. Each layer's queue of past inputs is
-an input and comes back, advanced by one, as an output; the loop keeps two sets of ONNX Runtime
-buffers and swaps them each step (I/O binding), so no queue is copied through numpy.
+Generation has two stages (see zoo/models/wavenet.py):
+  1. the prior's `prior_step` graph, once per 16 ms frame: a digit-conditioned GRU that gives a
+     mixture of Gaussians over the next log-mel frame and the chance that the word has ended;
+     `sample_frames` draws frames until it ends.
+  2. the vocoder: `condition` once per clip turns the frames into every layer's conditioning,
+     then `step` runs once per sample. Each layer's queue of past inputs is an input and comes
+     back, advanced by one, as an output; `StepRunner` keeps two sets of ONNX Runtime buffers and
+     swaps them each step (I/O binding), so no queue is copied through numpy.
+The sampling loops take plain callables, so the Keras evaluation runs the very same loops on the
+Keras networks (`generate_clips`).
 """
 
 import wave
@@ -17,6 +24,17 @@ from zoo.runtime.core import Export, parse_classes, sample_logits
 
 MU = 255  # 256 levels: the WaveNet paper's 8-bit mu-law
 SHARED_BATCH = 8  # from this many streams on, the step graph runs on all of ONNX Runtime's threads
+
+# Log-mel frames: a 256-sample (32 ms) Hann window every 128 samples (16 ms at 8 kHz), a 512-point
+# FFT, 80 mel bands from 50 Hz to 4 kHz (the Nyquist frequency). Frame f is centred on samples
+# f * HOP + HOP / 2, so samples f * HOP ... (f + 1) * HOP - 1 belong to it: a clip of n samples
+# has ceil(n / HOP) frames.
+HOP, WINDOW, FFT, MEL_BINS = 128, 256, 512, 80
+MEL_FMIN, MEL_FMAX = 50.0, 4000.0
+LOG_FLOOR = -3.0  # log10 of the smallest magnitude kept (1e-3: below the int16 recordings' noise)
+# (log10(magnitude) - MEL_CENTER) / MEL_SCALE: roughly -1 (silence) to 1.5 (loud vowels)
+MEL_CENTER, MEL_SCALE = -1.0, 2.0
+SILENT_FRAME = (LOG_FLOOR - MEL_CENTER) / MEL_SCALE  # every bin of a frame of digital silence
 
 
 def mu_law_encode(audio: np.ndarray, mu: int = MU) -> np.ndarray:
@@ -33,6 +51,45 @@ def mu_law_decode(codes: np.ndarray, mu: int = MU) -> np.ndarray:
 
 
 SILENCE = int(mu_law_encode(np.zeros(1))[0])
+
+
+def mel_filterbank(sample_rate: int = 8000) -> np.ndarray:
+    """[FFT // 2 + 1, MEL_BINS] triangular filters, evenly spaced on the HTK mel scale."""
+    def mel(hz):
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    edges_mel = np.linspace(mel(MEL_FMIN), mel(min(MEL_FMAX, sample_rate / 2)), MEL_BINS + 2)
+    edges = 700.0 * (10.0 ** (edges_mel / 2595.0) - 1.0)
+    freqs = np.arange(FFT // 2 + 1) * sample_rate / FFT
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs[None, :] - lower) / (centre - lower)
+    falling = (upper - freqs[None, :]) / (upper - centre)
+    return np.maximum(0.0, np.minimum(rising, falling)).T
+
+
+_FILTERS = {}
+
+
+def log_mel(audio: np.ndarray, sample_rate: int = 8000) -> np.ndarray:
+    """Float audio [samples] in [-1, 1] -> normalised log-mel frames [ceil(samples / HOP), MEL_BINS].
+
+    The clip is zero-padded by (WINDOW - HOP) / 2 on the left and as needed on the right, so
+    frame f is centred on its own HOP samples. float32.
+    """
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    frames = -(-len(audio) // HOP)
+    if frames == 0:
+        return np.zeros((0, MEL_BINS), np.float32)
+    if sample_rate not in _FILTERS:
+        _FILTERS[sample_rate] = mel_filterbank(sample_rate)
+    left = (WINDOW - HOP) // 2
+    padded = np.zeros(left + frames * HOP + (WINDOW - HOP) - left)
+    padded[left : left + len(audio)] = audio
+    index = np.arange(frames)[:, None] * HOP + np.arange(WINDOW)[None, :]
+    spectrum = np.abs(np.fft.rfft(padded[index] * np.hanning(WINDOW + 2)[1:-1], FFT))
+    magnitude = spectrum @ _FILTERS[sample_rate]
+    log = np.log10(np.maximum(magnitude, 10.0**LOG_FLOOR))
+    return ((log - MEL_CENTER) / MEL_SCALE).astype(np.float32)
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> Path:
@@ -57,8 +114,96 @@ def read_wav(path) -> tuple:
         return pcm.astype(np.float32) / 32768.0, f.getframerate()
 
 
+# --- Sampling -------------------------------------------------------------------------------
+
+
+def gumbel_sampler(rng, batch, temperature, top_k=0, classes=MU + 1, chunk=4096):
+    """next(sampler)(logits [batch, classes]) -> ids: softmax sampling at `temperature` by the
+    Gumbel-max trick, argmax(logits / T + g) = argmax(logits + T g), with the noise drawn in chunks
+    (a few microseconds a step instead of a cumulative sum). Temperature 0 or a top_k: `sample_logits`."""
+    if temperature <= 0 or top_k:
+        while True:
+            yield lambda logits: sample_logits(logits, temperature, top_k, rng)
+    while True:
+        noise = rng.gumbel(size=(chunk, batch, classes)).astype(np.float32) * np.float32(temperature)
+        for row in noise:
+            yield lambda logits, row=row: np.argmax(logits + row, axis=-1)
+
+
+def sample_mixture(mixture_logits, means, log_scales, temperature, rng) -> np.ndarray:
+    """One frame per row from a mixture of diagonal Gaussians [B, K], [B, K, M], [B, K, M].
+
+    The component is drawn from the mixture weights; the frame is its mean plus its scale times
+    `temperature` times standard normal noise. Temperature 0: the likeliest component's mean.
+    """
+    rows = np.arange(len(mixture_logits))
+    if temperature <= 0:
+        return means[rows, np.argmax(mixture_logits, axis=-1)].astype(np.float32)
+    k = np.argmax(mixture_logits + rng.gumbel(size=mixture_logits.shape), axis=-1)
+    noise = rng.standard_normal(means.shape[::2]) * temperature
+    return (means[rows, k] + np.exp(log_scales[rows, k]) * noise).astype(np.float32)
+
+
+def sample_frames(prior_step, digits, max_frames: int, state_size: int, temperature: float, rng,
+                  min_frames: int = 1):
+    """Run the prior until every clip has ended: (frames [B, F, MEL_BINS] padded with silent
+    frames, lengths [B]).
+
+    prior_step(frame [B, M], digit [B], state [B, H]) -> (mixture_logits, means, log_scales,
+    stop_logit [B], next_state). A clip ends at the first frame whose stop logit is positive
+    (probability above one half), and at `max_frames` at the latest.
+    """
+    batch = len(digits)
+    frame = np.full((batch, MEL_BINS), SILENT_FRAME, np.float32)  # the "go" frame: silence
+    state = np.zeros((batch, state_size), np.float32)
+    frames = np.full((batch, max_frames, MEL_BINS), SILENT_FRAME, np.float32)
+    lengths = np.full(batch, max_frames, np.int64)
+    running = np.ones(batch, bool)
+    for t in range(max_frames):
+        mixture_logits, means, log_scales, stop_logit, state = prior_step(frame, digits, state)
+        ended = running & (np.asarray(stop_logit).reshape(-1) > 0) & (t >= min_frames)
+        lengths[ended] = t
+        running &= ~ended
+        if not running.any():
+            break
+        frame = sample_mixture(np.asarray(mixture_logits), np.asarray(means), np.asarray(log_scales),
+                               temperature, rng)
+        frames[running, t] = frame[running]
+    return frames[:, : int(lengths.max())], lengths
+
+
+def vocode(step, condition, samples: int, temperature: float, rng) -> np.ndarray:
+    """Codes [B, samples] from the vocoder's `step(current codes [B], conditioning row [B, D]) ->
+    logits [B, 256]`, with `condition` [B, frames, D] the per-frame conditioning (row t // HOP at
+    sample t). Starts from silence, as in training."""
+    batch = condition.shape[0]
+    samplers = gumbel_sampler(rng, batch, temperature)
+    codes = np.empty((batch, samples), np.int32)
+    current = np.full(batch, SILENCE, np.int32)
+    for t in range(samples):
+        current = next(samplers)(step(current, condition[:, t // HOP]))
+        codes[:, t] = current
+    return codes
+
+
+def generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames: int, state_size: int,
+                   temperature: float = 1.0, mel_temperature: float = 0.6, seed: int = 0):
+    """The two stages: (list of float clips in [-1, 1], frames [B, F, M], lengths [B] in frames).
+
+    Each clip is cut at its own end; one random generator drives both stages, frames first.
+    """
+    rng = np.random.default_rng(seed)
+    frames, lengths = sample_frames(prior_step, digits, max_frames, state_size, mel_temperature, rng)
+    codes = vocode(vocoder_step, np.asarray(condition_fn(frames, digits)), frames.shape[1] * HOP, temperature, rng)
+    audio = mu_law_decode(codes)
+    return [audio[i, : lengths[i] * HOP] for i in range(len(digits))], frames, lengths
+
+
+# --- ONNX Runtime -----------------------------------------------------------------------------
+
+
 class StepRunner:
-    """Runs the `step` graph with its queues kept in ONNX Runtime buffers between calls."""
+    """Runs the vocoder's `step` graph with its queues kept in ONNX Runtime buffers between calls."""
 
     def __init__(self, export: Export, batch: int, threads: int = None):
         import onnxruntime as ort
@@ -76,84 +221,101 @@ class StepRunner:
         channels = info["residual_channels"]
         buffers = [[zeros((batch, d * channels)) for d in info["dilations"]] for _ in range(2)]
         # Inputs and the logits output wrap these numpy arrays (no copies on the CPU): writing
-        # `sample` and reading `logits` needs no call into ONNX Runtime.
-        self._sample, self._digit = np.zeros(batch, np.int32), np.zeros(batch, np.int32)
-        self._logits = np.zeros((batch, 256), np.float32)
-        wrap = ort.OrtValue.ortvalue_from_numpy
-        sample, digit, logits = wrap(self._sample), wrap(self._digit), wrap(self._logits)
-        if device != "cpu":  # on a GPU, ONNX Runtime copies through its own buffers
-            sample, digit, logits = (ort.OrtValue.ortvalue_from_numpy(a, device, 0)
-                                     for a in (self._sample, self._digit, self._logits))
-        self._device_values = (sample, digit, logits)
+        # `sample` and `condition` and reading `logits` needs no call into ONNX Runtime.
+        self._sample = np.zeros(batch, np.int32)
+        self._condition = np.zeros((batch, info["condition_channels"]), np.float32)
+        self._logits = np.zeros((batch, MU + 1), np.float32)
+        self._arrays = (self._sample, self._condition, self._logits)
         self._on_cpu = device == "cpu"
+        if self._on_cpu:
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._arrays]
+        else:  # on a GPU, ONNX Runtime copies through its own buffers
+            values = [ort.OrtValue.ortvalue_from_numpy(a, device, 0) for a in self._arrays]
+        self._values = values
         self.bindings = []
         for source, target in ((buffers[0], buffers[1]), (buffers[1], buffers[0])):
             binding = self.session.io_binding()
-            binding.bind_ortvalue_input("sample", sample)
-            binding.bind_ortvalue_input("digit", digit)
-            binding.bind_ortvalue_output("logits", logits)
+            binding.bind_ortvalue_input("sample", values[0])
+            binding.bind_ortvalue_input("condition", values[1])
+            binding.bind_ortvalue_output("logits", values[2])
             for name, queue, next_queue in zip(self.queue_names, source, target):
                 binding.bind_ortvalue_input(name, queue)
                 binding.bind_ortvalue_output("next_" + name, next_queue)
             self.bindings.append(binding)
         self.steps = 0
 
-    def __call__(self, sample: np.ndarray, digit: np.ndarray) -> np.ndarray:
-        """Logits [B, 256] for the next sample, given this one; advances the queues.
-
-        The returned array is overwritten by the next call: copy it to keep it.
-        """
+    def __call__(self, sample: np.ndarray, condition: np.ndarray) -> np.ndarray:
+        """Logits [B, 256] for the next sample, given this one and its conditioning row; advances
+        the queues. The returned array is overwritten by the next call: copy it to keep it."""
         self._sample[:] = sample
-        self._digit[:] = digit
-        sample_value, digit_value, logits_value = self._device_values
+        self._condition[:] = condition
         if not self._on_cpu:
-            sample_value.update_inplace(self._sample)
-            digit_value.update_inplace(self._digit)
+            self._values[0].update_inplace(self._sample)
+            self._values[1].update_inplace(self._condition)
         self.session.run_with_iobinding(self.bindings[self.steps % 2])
         self.steps += 1
-        return self._logits if self._on_cpu else logits_value.numpy()
+        return self._logits if self._on_cpu else self._values[2].numpy()
 
 
-def _gumbel_sampler(rng, batch, temperature, top_k, chunk=4096):
-    """next(logits) -> ids: softmax sampling at `temperature` by the Gumbel-max trick, with the
-    noise drawn in chunks (a few microseconds a step instead of a cumulative sum)."""
-    if temperature <= 0 or top_k:
-        while True:
-            yield lambda logits: sample_logits(logits, temperature, top_k, rng)
-    while True:
-        noise = rng.gumbel(size=(chunk, batch, 256)).astype(np.float32) * np.float32(temperature)
-        for row in noise:
-            yield lambda logits, row=row: np.argmax(logits + row, axis=-1)
+def _onnx_stages(export: Export, batch: int):
+    """(prior_step, condition_fn, vocoder_step) callables on the export's three graphs."""
+    info = export.runtime
+    prior = export.session(info["prior_graph"], threads=1)
+    prior_outputs = ["mixture_logits", "means", "log_scales", "stop_logit", "next_state"]
+
+    def prior_step(frame, digit, state):
+        return prior.run(prior_outputs, {"frame": frame, "digit": digit, "state": state})
+
+    def condition_fn(frames, digits):
+        return export.run(info["condition_graph"], {"mel": np.ascontiguousarray(frames, np.float32),
+                                                    "digit": np.asarray(digits, np.int32)})["condition"]
+
+    return prior_step, condition_fn, StepRunner(export, batch)
 
 
-def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0) -> np.ndarray:
-    """One clip per requested digit, generated together: floats [len(digits), samples] in [-1, 1]."""
+def check_request(info: dict, digits, seconds: float, temperature: float, mel_temperature: float) -> tuple:
+    """(digits array, max frames) for a request, or a one-line ValueError."""
+    digits = parse_classes(digits, info["num_classes"], "digits")
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"seconds must be a positive number (the longest clip), got {seconds}")
+    max_frames = int(np.ceil(seconds * info["sample_rate"] / HOP))
+    if max_frames > info["max_frames"]:
+        raise ValueError(f"seconds must be at most {info['max_frames'] * HOP / info['sample_rate']:.3f} "
+                         f"(the prior's {info['max_frames']} frames), got {seconds}")
+    for name, value in (("temperature", temperature), ("mel_temperature", mel_temperature)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value}")
+    return digits, max_frames
+
+
+def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0,
+             mel_temperature: float = 0.6, seed: int = 0) -> list:
+    """One clip per requested digit, generated together: a list of float arrays in [-1, 1], each
+    as long as the prior made it (at most `seconds`)."""
     info = export.runtime
     if info.get("kind") != "audio-generator":
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
-    digits = parse_classes(digits, info["num_classes"], "digits")
-    length = int(round(seconds * info["sample_rate"]))
-    if length < 1:
-        raise ValueError(f"seconds must give at least one sample, got {seconds}")
-    if temperature < 0 or top_k < 0:
-        raise ValueError(f"temperature and top_k must be >= 0, got {temperature}, {top_k}")
-    rng = np.random.default_rng(seed)
-    step = StepRunner(export, len(digits))
-    samplers = _gumbel_sampler(rng, len(digits), temperature, top_k)
-    codes = np.empty((len(digits), length), np.int32)
-    current = np.full(len(digits), SILENCE, np.int32)  # the clip starts from silence, as in training
-    for t in range(length):
-        # argmax(logits / T + g) = argmax(logits + T g): a softmax draw at temperature T
-        current = next(samplers)(step(current, digits))
-        codes[:, t] = current
-    return mu_law_decode(codes)
+    digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature)
+    prior_step, condition_fn, vocoder_step = _onnx_stages(export, len(digits))
+    clips, _, _ = generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames, info["prior_units"],
+                                 temperature, mel_temperature, seed)
+    return clips
+
+
+def resynthesize(export: Export, audio: np.ndarray, digit: int, temperature: float = 1.0, seed: int = 0):
+    """The vocoder alone: a recording's own log-mel frames turned back into audio (floats)."""
+    info = export.runtime
+    digits = parse_classes([digit], info["num_classes"], "digit")
+    frames = log_mel(audio, info["sample_rate"])[None]
+    _, condition_fn, vocoder_step = _onnx_stages(export, 1)
+    codes = vocode(vocoder_step, condition_fn(frames, digits), len(audio), temperature, np.random.default_rng(seed))
+    return mu_law_decode(codes[0])
 
 
 def write_clips(export: Export, folder, digits="0,1,2,3,4,5,6,7,8,9", seconds: float = 1.0,
-                temperature: float = 1.0, seed: int = 0) -> list:
+                temperature: float = 1.0, mel_temperature: float = 0.6, seed: int = 0) -> list:
     """Generate one clip per digit and write `digit_<d>.wav` files into `folder`: the paths."""
     digits = parse_classes(digits, export.runtime["num_classes"], "digits")
-    clips = generate(export, digits, seconds, temperature, seed=seed)
+    clips = generate(export, digits, seconds, temperature, mel_temperature, seed=seed)
     return [write_wav(Path(folder) / f"digit_{d}.wav", clip, export.runtime["sample_rate"])
             for d, clip in zip(digits, clips)]
