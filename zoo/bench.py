@@ -9,8 +9,9 @@ Transformer: tokens per second generating 256 tokens after a 64-token prompt, wi
 cache vs recomputing the whole sequence each step, ONNX Runtime vs TensorFlow, batch 1 and 16.
 PixelCNN: seconds to sample 16 images pixel by pixel: the runtime (ONNX Runtime on the strip of
 rows each pixel sees) vs the naive loop calling Keras `predict` on the whole image 784 times.
-WaveNet: audio samples per second for one stream, the cached step graph (`zoo.runtime.audio`,
-sampling included) vs running the full network on the last receptive field each step.
+WaveNet: audio samples per second, the vocoder's cached step graph (`zoo.runtime.audio`, sampling
+included) vs running the full network on the last receptive field each step, and the whole
+two-stage generation (prior, then vocoder) as the runtime runs it.
 Diffusion: images per second of the numpy DDIM (10, 20, 50, 100 steps) and DDPM (1,000 steps)
 samplers around the ONNX Runtime denoiser vs the Keras one, 16 images in one batch.
 Numbers depend on the machine; the README quotes a run on the zoo's 2-core build machine.
@@ -187,12 +188,13 @@ def bench_diffusion(name, export_dir, images, samplers):
 
 
 def bench_audio(name, export_dir, samples, recompute_samples, batches):
-    """Samples/s: cached step (ONNX Runtime, and the Keras step in a tf.function) vs recomputing
-    the receptive field with the full network every step (ONNX Runtime)."""
+    """Samples/s of the vocoder: cached step (ONNX Runtime, and the Keras step in a tf.function) vs
+    recomputing the receptive field with the full network every step (ONNX Runtime); and of the
+    whole two-stage generation (prior, then vocoder) as `zoo.runtime.audio.generate` runs it."""
     import tensorflow as tf
 
     from zoo.models import load_model
-    from zoo.runtime.audio import SILENCE
+    from zoo.runtime.audio import HOP, MEL_BINS, SILENCE
 
     export = load(export_dir)
     info = export.runtime
@@ -200,40 +202,57 @@ def bench_audio(name, export_dir, samples, recompute_samples, batches):
     model = load_model(Path(export_dir) / "model.keras")
     session = export.session(info["network_graph"])
     step = tf.function(model.step)
+    width = info["condition_channels"]
 
-    def ort_cached(batch, n):
+    def own_process(code):
         # In a fresh process, as a program using zoo.runtime runs. With TensorFlow loaded in the same
-        # process (this one) it measured 7,800 samples/s here against 11,000 alone, on runs minutes
-        # apart on a machine whose speed varied, so the size of the effect is uncertain.
-        code = (f"import time; from zoo.runtime import load; from zoo.runtime.audio import generate; "
-                f"e = load({str(export_dir)!r}); generate(e, [7] * {batch}, seconds=0.1); "
-                f"t = time.perf_counter(); generate(e, [7] * {batch}, seconds={n / info['sample_rate']}); "
-                f"print({batch * n} / (time.perf_counter() - t))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        # process (this one) an earlier bench measured 7,800 samples/s against 11,000 alone, on runs
+        # minutes apart on a machine whose speed varied, so the size of the effect is uncertain.
+        prelude = ("import time; import numpy as np; from zoo.runtime import load; "
+                   "from zoo.runtime.audio import StepRunner, generate, vocode; "
+                   f"e = load({str(export_dir)!r}); ")
+        out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True)
         return float(out.stdout.split()[-1])
+
+    def ort_vocoder(batch, n):
+        return own_process(
+            f"cond = np.zeros(({batch}, {-(-n // HOP)}, {width}), np.float32); "
+            f"vocode(StepRunner(e, {batch}), cond, 400, 1.0, np.random.default_rng(0)); "
+            f"t = time.perf_counter(); vocode(StepRunner(e, {batch}), cond, {n}, 1.0, np.random.default_rng(0)); "
+            f"print({batch * n} / (time.perf_counter() - t))")
+
+    def ort_two_stages(batch):
+        return own_process(
+            f"generate(e, [7] * {batch}, seconds=0.1); "
+            f"t = time.perf_counter(); clips = generate(e, {[i % 10 for i in range(batch)]}); "
+            f"print(sum(map(len, clips)) / (time.perf_counter() - t))")
 
     def ort_recompute(batch, n):
         rng = np.random.default_rng(0)
         window = np.full((batch, field), SILENCE, np.int32)
+        mel = np.zeros((batch, -(-field // HOP), MEL_BINS), np.float32)
         digit = np.full(batch, 7, np.int32)
         for _ in range(n):
-            logits = session.run(["logits"], {"samples": window, "digit": digit})[0][:, -1]
+            logits = session.run(["logits"], {"samples": window, "mel": mel, "digit": digit})[0][:, -1]
             nxt = sample_logits(logits, 1.0, 0, rng).astype(np.int32)
             window = np.concatenate([window[:, 1:], nxt[:, None]], axis=1)
 
     def tf_cached(batch, n):
         rng = np.random.default_rng(0)
-        queues, digit = model.initial_queues(batch), tf.fill([batch], 7)
+        queues, row = model.initial_queues(batch), tf.zeros([batch, width])
         current = np.full(batch, SILENCE, np.int32)
         for _ in range(n):
-            logits, queues = step(tf.constant(current), digit, queues)
+            logits, queues = step(tf.constant(current), row, queues)
             current = sample_logits(logits.numpy(), 1.0, 0, rng).astype(np.int32)
 
     rows = []
     for batch in batches:
-        rows.append((name, "ONNX Runtime, cached step (zoo.runtime, own process)", batch, ort_cached(batch, samples)))
-        for engine, fn, n in (("TF tf.function, cached step", tf_cached, recompute_samples * 4),
-                              (f"ONNX Runtime, recompute {field} samples", ort_recompute, recompute_samples)):
+        rows.append((name, "ONNX Runtime, vocoder cached step (zoo.runtime, own process)", batch,
+                     ort_vocoder(batch, samples)))
+        rows.append((name, "ONNX Runtime, prior + vocoder, whole clips (zoo.runtime, own process)", batch,
+                     ort_two_stages(batch)))
+        for engine, fn, n in (("TF tf.function, vocoder cached step", tf_cached, recompute_samples * 4),
+                              (f"ONNX Runtime, vocoder recompute {field} samples", ort_recompute, recompute_samples)):
             fn(batch, 20)  # warm up
             start = time.perf_counter()
             fn(batch, n)

@@ -87,7 +87,8 @@ def cmd_sample(args):
     if export.runtime.get("kind") == "audio-generator":
         from zoo.runtime.audio import write_clips
 
-        for path in write_clips(export, opts["out"], opts["digits"], opts["seconds"], opts["temperature"], opts["seed"]):
+        for path in write_clips(export, opts["out"], opts["digits"], opts["seconds"], opts["temperature"],
+                                opts["mel_temperature"], opts["seed"]):
             print(f"wrote {path}")
         return 0
     raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")

@@ -221,7 +221,9 @@ class WaveNet(keras.Model):
         self.condition_channels = 2 * residual_channels * len(self.dilations)
         # Vocoder.
         self.embedding = keras.layers.Embedding(MU + 1, residual_channels, name="embedding")  # one-hot 1x1 conv
-        self.frame_conv = keras.layers.Conv1D(frame_channels, 3, padding="same", name="frame_conv")
+        # Each frame with its two neighbours; past either end the neighbour is a silent frame, so a
+        # clip's conditioning does not depend on how long the other clips of its batch are.
+        self.frame_conv = keras.layers.Conv1D(frame_channels, 3, padding="valid", name="frame_conv")
         self.frame_digit = keras.layers.Embedding(num_classes, frame_channels, name="frame_digit")
         # Every layer's 1x1 projection of the frame features, side by side: one matmul a frame.
         self.condition_projection = keras.layers.Dense(self.condition_channels, name="condition_projection")
@@ -258,7 +260,8 @@ class WaveNet(keras.Model):
 
     def condition(self, mel, digit):
         """mel [B, F, M], digit [B] -> every layer's gate bias per frame [B, F, layers * 2C]."""
-        h = tf.tanh(self.frame_conv(mel) + self.frame_digit(digit)[:, None, :])
+        silent = tf.fill(tf.stack([tf.shape(mel)[0], 1, MEL_BINS]), SILENT_FRAME)
+        h = tf.tanh(self.frame_conv(tf.concat([silent, mel, silent], axis=1)) + self.frame_digit(digit)[:, None, :])
         return self.condition_projection(h)
 
     def _head(self, zs):
@@ -379,7 +382,9 @@ def vocoder_windows(clips: list, length: int, sample_rate: int = 8000):
 
 
 def prior_sequences(clips: list, max_frames: int, sample_rate: int = 8000):
-    """Float clips -> ([N, max_frames, M] log-mel frames padded with silent frames, [N] lengths)."""
+    """Float clips -> ([N, max_frames, M] log-mel frames padded with silent frames, [N] lengths).
+
+    A longer clip is cut to its first max_frames * HOP samples first: a clip of its own."""
     frames = np.full((len(clips), max_frames, MEL_BINS), SILENT_FRAME, np.float32)
     lengths = np.zeros(len(clips), np.int32)
     for i, clip in enumerate(clips):

@@ -23,7 +23,10 @@ def main(argv=None) -> int:
     s.add_argument("--labels", default=None, help="image models: comma-separated class labels, one grid row each")
     s.add_argument("--per-label", type=int, default=None, help="image models: images per label")
     s.add_argument("--digits", default=None, help="audio models: comma-separated digits, one clip each")
-    s.add_argument("--seconds", type=float, default=None, help="audio models: length of each clip")
+    s.add_argument("--seconds", type=float, default=None,
+                   help="audio models: the longest a clip may be (the model ends each word itself)")
+    s.add_argument("--mel-temperature", type=float, default=None,
+                   help="audio models: the noise of the log-mel prior (0: its likeliest frames)")
     s.add_argument("--sampler", default=None, choices=("ddim", "ddpm"), help="diffusion models: the sampler")
     s.add_argument("--steps", type=int, default=None, help="diffusion models: DDIM steps (DDPM runs all)")
     s.add_argument("--eta", type=float, default=None, help="diffusion models: DDIM noise (0: deterministic)")
@@ -68,8 +71,10 @@ def main(argv=None) -> int:
             from zoo.runtime.audio import write_clips
 
             paths = write_clips(export, args.out or defaults["out"], args.digits or defaults["digits"],
-                                args.seconds or defaults["seconds"],
-                                defaults["temperature"] if args.temperature is None else args.temperature, opts["seed"])
+                                defaults["seconds"] if args.seconds is None else args.seconds,
+                                defaults["temperature"] if args.temperature is None else args.temperature,
+                                defaults["mel_temperature"] if args.mel_temperature is None else args.mel_temperature,
+                                opts["seed"])
             for path in paths:
                 print(f"wrote {path}")
             return 0
