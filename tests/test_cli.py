@@ -87,3 +87,42 @@ def test_train_eval_export_sample_through_the_cli(tmp_path, capsys, mock_tfds):
     text = capsys.readouterr().out.strip("\n")
     prompt = json.loads((out / "manifest.json").read_text())["runtime"]["sample_defaults"]["prompt"]
     assert text.startswith(prompt) and len(text) == len(prompt) + 25
+
+
+def test_overrides_train_and_export_into_a_run_folder_of_their_own():
+    from zoo.cli import build_parser, export_dir_for, run_dir_for
+
+    def dirs(*argv):
+        args = build_parser().parse_args(["train", *argv])
+        return str(run_dir_for(args)), str(export_dir_for(args))
+
+    assert dirs("lstm") == ("runs/lstm/default", "exports/lstm")
+    assert dirs("lstm", "--preset", "tiny") == ("runs/lstm/tiny", "exports/lstm-tiny")
+    # the README's experiment: never over the shipped exports/lstm
+    assert dirs("lstm", "--set", "epochs=4", "--set", "lstm_units=256") == (
+        "runs/lstm/default+epochs=4,lstm_units=256", "runs/lstm/default+epochs=4,lstm_units=256/export")
+    assert dirs("lstm", "--set", "epochs=4", "--out", "x") == ("runs/lstm/default+epochs=4", "x")
+    # evaluation-only keys keep the run (and its export): `make eval-vae ARGS="--set iwae_images=10000"`
+    assert dirs("vae", "--set", "iwae_images=10000") == ("runs/vae/default", "exports/vae")
+    assert dirs("rnn", "--set", "seed=1", "--run-dir", "r") == ("r", "r/export")
+
+
+NO_TENSORFLOW = """
+import sys
+for name in ("tensorflow", "keras", "tf2onnx", "tensorflow_datasets"):
+    sys.modules[name] = None  # `import tensorflow` now raises ImportError
+from zoo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_list_and_sample_work_without_tensorflow(trained, tmp_path):
+    export = trained("rnn")["export"]
+    run = lambda *args: subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *args], cwd=ROOT,  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    result = run("list")
+    assert result.returncode == 0 and result.stdout.split()[0] == "rnn", result.stderr
+    result = run("sample", "rnn", "--out", str(export), "--set", "length=5")
+    assert result.returncode == 0, result.stderr
+    result = run("sample", "nosuch")
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: unknown model 'nosuch'")

@@ -60,11 +60,70 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, mock_tfds, capsys):
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["resumed"] and info["epochs_completed"] == 4
 
-    # A completed run started again is a fresh run.
+    # A finished run started again trains nothing and deletes nothing; with fresh=True it trains
+    # again and the finished run is kept beside it.
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert train("lstm", cfg, "tiny", tmp_path, verbose=0) is None
+    assert "holds a finished run (run.json): nothing to train; add --fresh" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.is_file()} == before
     epochs = Epochs()
-    train("lstm", cfg, "tiny", tmp_path, callbacks=[epochs], verbose=0)
+    train("lstm", cfg, "tiny", tmp_path, callbacks=[epochs], verbose=0, fresh=True)
     assert epochs.seen == [0, 1, 2, 3]
     assert len(read_history(tmp_path / "history.csv")) == 4
+    kept = [p for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name + ".")]
+    assert len(kept) == 1 and len(read_history(kept[0] / "history.csv")) == 4 and (kept[0] / "model.keras").exists()
+
+
+def test_a_run_killed_mid_epoch_resumes_at_its_step(tmp_path, mock_tfds, capsys, monkeypatch):
+    from zoo import train as ztrain
+
+    backups = []
+
+    class Spy(ztrain.Backup):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, seconds=1e9, **kwargs)
+            backups.append(self)
+
+    monkeypatch.setattr(ztrain, "Backup", Spy)
+    cfg = registry.preset("rnn", "tiny", ["epochs=3", "steps_per_epoch=5"])
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._epoch == 1 and batch == 1:
+                backups[-1].seconds = 0.0  # the next step ends with a backup: 3 steps into epoch 1
+            if self._epoch == 1 and batch == 2:
+                raise KeyboardInterrupt("killed mid-epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        train("rnn", cfg, "tiny", tmp_path, callbacks=[Steps(), Kill()], verbose=0)
+    assert json.loads((tmp_path / "backup" / "state.json").read_text())["step"] == 3
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]
+    steps.clear()
+    train("rnn", cfg, "tiny", tmp_path, callbacks=[Steps()], verbose=0)
+    assert "after 1 completed epoch(s) and 3 step(s) of the next" in capsys.readouterr().out
+    assert steps == list(range(9, 16))  # the optimizer's step count (and its schedule) goes on
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [0, 1, 2]
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, mock_tfds):
+    from zoo.config import UsageError
+
+    cfg = registry.preset("rnn", "tiny", ["epochs=3"])
+    with pytest.raises(KeyboardInterrupt):
+        train("rnn", cfg, "tiny", tmp_path, callbacks=[Interrupt(at=0)], verbose=0)
+    other = registry.preset("rnn", "tiny", ["epochs=3", "batch_size=2"])
+    with pytest.raises(UsageError, match=r"holds an unfinished run with another config \(batch_size=2 \(was 4\)\).*--fresh"):
+        train("rnn", other, "tiny", tmp_path, verbose=0)
+    assert train("rnn", other, "tiny", tmp_path, verbose=0, fresh=True) is not None
 
 
 MIRRORED_TRAIN = textwrap.dedent("""

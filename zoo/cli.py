@@ -17,13 +17,32 @@ from zoo.runtime.core import ExportFileError
 EXIT_USAGE, EXIT_FAILURE = 2, 1
 
 
+def _overrides_name(changed: dict) -> str:
+    """{'epochs': '4', 'lstm_units': '256'} -> 'epochs=4,lstm_units=256' (a folder name)."""
+    import hashlib
+    import re
+
+    text = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+    safe = re.sub(r"[^A-Za-z0-9._=,-]", "_", text)
+    return safe if len(safe) <= 80 else hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def run_dir_for(args) -> Path:
-    return Path(args.run_dir or Path("runs") / args.model / args.preset)
+    """runs/MODEL/PRESET; a run with training overrides gets a folder of its own beside it."""
+    if args.run_dir:
+        return Path(args.run_dir)
+    changed = registry.training_overrides(args.model, args.set)
+    name = args.preset + (f"+{_overrides_name(changed)}" if changed else "")
+    return Path("runs") / args.model / name
 
 
-def export_dir_for(args) -> Path:
+def export_dir_for(args, sampling=False) -> Path:
+    """--out; else exports/MODEL for the default preset (exports/MODEL-PRESET for another), and
+    RUN_DIR/export for a run with training overrides: an experiment never replaces a shipped export."""
     if getattr(args, "out", None):
         return Path(args.out)
+    if not sampling and registry.training_overrides(args.model, args.set):
+        return run_dir_for(args) / "export"
     return Path("exports") / (args.model if args.preset == "default" else f"{args.model}-{args.preset}")
 
 
@@ -39,7 +58,9 @@ def cmd_train(args):
     from zoo.train import train
 
     run_dir = run_dir_for(args)
-    train(args.model, cfg, args.preset, run_dir, data_dir=args.data_dir, strategy=args.strategy)
+    if train(args.model, cfg, args.preset, run_dir, data_dir=args.data_dir, strategy=args.strategy,
+             fresh=args.fresh) is None:
+        return 0  # a finished run: nothing trained, nothing to evaluate or export again
     if not args.no_eval:
         cmd_eval(args, cfg)
     if not args.no_export:
@@ -66,10 +87,10 @@ def cmd_export(args):
 
 
 def cmd_sample(args):
-    registry.get(args.model)  # validates the name; sampling itself never needs TensorFlow
+    choose("model", args.model, list(registry.MODELS))  # sampling never imports the model (TensorFlow)
     from zoo.runtime import load, sample_text
 
-    export = load(export_dir_for(args))
+    export = load(export_dir_for(args, sampling=True))
     opts = apply_dict_overrides(export.runtime.get("sample_defaults", {}), args.set)
     if export.runtime.get("kind", "").startswith("text-"):
         for text in sample_text(export, **opts):
@@ -110,8 +131,12 @@ def build_parser():
 
     p = with_model("train", cmd_train, "train, then evaluate and export")
     p.add_argument("--data-dir", help="TFDS data dir (default: $TFDS_DATA_DIR, else TFDS's own)")
-    p.add_argument("--run-dir", help="checkpoints and logs (default: runs/MODEL/PRESET)")
-    p.add_argument("--out", help="export folder (default: exports/MODEL, or exports/MODEL-PRESET)")
+    p.add_argument("--run-dir", help="checkpoints and logs (default: runs/MODEL/PRESET, or "
+                                     "runs/MODEL/PRESET+KEY=VALUE,... with --set overrides)")
+    p.add_argument("--out", help="export folder (default: exports/MODEL, or exports/MODEL-PRESET; "
+                                 "with --set overrides RUN_DIR/export)")
+    p.add_argument("--fresh", action="store_true",
+                   help="train again from scratch; an earlier run in the folder is kept beside it")
     p.add_argument("--strategy", default="default", help="default | mirrored (all local GPUs) | multiworker (TF_CONFIG)")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--no-export", action="store_true", help="skip the export")

@@ -9,6 +9,7 @@ A model module provides:
   evaluate(model, cfg, data_dir) -> dict of measured metrics
   export_graphs(model)     the single-step graphs to publish (see zoo/export.py)
   card(...)                the model-card sections specific to the model
+and may provide EVAL_KEYS: config keys only evaluation reads (overriding them keeps the run folder).
 Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow.
 """
 
@@ -38,3 +39,11 @@ def preset(name: str, preset_name: str, assignments=()):
     module = get(name)
     cfg = module.PRESETS[choose("preset", preset_name, list(module.PRESETS))]
     return apply_overrides(cfg, assignments)
+
+
+def training_overrides(name: str, assignments) -> dict:
+    """The `--set` overrides that change what is trained (not those only evaluation reads)."""
+    from zoo.config import split_assignments
+
+    eval_keys = getattr(get(name), "EVAL_KEYS", ())
+    return {k: v for k, v in split_assignments(assignments).items() if k not in eval_keys}

@@ -1,7 +1,9 @@
 """Training: `model.fit` on a model module's TFDS pipelines, with logs, checkpoints and resume.
 
 A run directory (default `runs/<model>/<preset>/`) holds:
-  backup/        BackupAndRestore state: a killed run started again continues from its last epoch
+  config.json    the config the run trains with: resuming with another one is refused
+  backup/        weights, optimizer and position, written every BACKUP_SECONDS of training and at
+                 each epoch's end: a killed run started again continues from there, mid-epoch too
   best.keras     the epoch with the lowest validation loss (ModelCheckpoint)
   history.csv    one row per epoch (CSVLogger), including each epoch's wall time
   logs/          TensorBoard
@@ -25,6 +27,58 @@ from zoo import registry
 from zoo.models import load_model
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+BACKUP_SECONDS = 120.0  # a kill loses at most about this much training
+NOT_RESUMED = {"step": 0, "seconds": 0.0}
+
+
+class Backup(keras.callbacks.Callback):
+    """Keras's BackupAndRestore, but every `seconds` of training as well as at each epoch's end, and
+    written atomically (a kill while saving leaves the previous backup whole).
+
+    `state.json` says where it stands: {"epoch": epochs completed, "step": steps done in the next
+    one}. `train` resumes mid-epoch by first running the rest of that epoch.
+    """
+
+    def __init__(self, folder, seconds=BACKUP_SECONDS):
+        super().__init__()
+        self.folder, self.seconds = Path(folder), seconds
+        self._epoch, self._step = 0, 0
+        self.resumed = NOT_RESUMED  # the steps and seconds of this epoch done before a resume
+
+    @staticmethod
+    def state(folder) -> dict:
+        path = Path(folder) / "state.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def on_train_begin(self, logs=None):
+        state = self.state(self.folder)
+        if state is not None:
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(self.folder / "latest.weights.h5")
+        self._last = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._step, self._begin = epoch, 0, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if time.monotonic() - self._last >= self.seconds:
+            self.save(self._epoch, self._step + self.resumed["step"],
+                      time.perf_counter() - self._begin + self.resumed["seconds"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(epoch + 1, 0, 0.0)
+
+    def save(self, epoch, step, seconds):
+        """`seconds`: the training time of the `step` steps done in epoch `epoch` so far."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "saving.weights.h5"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.folder / "latest.weights.h5")
+        (self.folder / "state.tmp.json").write_text(json.dumps({"epoch": epoch, "step": step, "seconds": seconds}))
+        os.replace(self.folder / "state.tmp.json", self.folder / "state.json")
+        self._last = time.monotonic()
 
 
 def make_strategy(name: str):
@@ -38,12 +92,23 @@ def make_strategy(name: str):
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` to each epoch's logs (so history.csv records the training time)."""
 
+    def __init__(self):
+        super().__init__()
+        self.resumed = NOT_RESUMED
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
+        if logs is not None:  # a resumed epoch adds the time of its steps before the kill
+            logs["epoch_seconds"] = time.perf_counter() - self._start + self.resumed["seconds"]
+
+
+def _truncate_history(path: Path, epochs: int):
+    """Keep the header and the first `epochs` rows of history.csv: a resumed backup has no later ones."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[: 1 + epochs]) if epochs else "")
 
 
 def read_history(path: Path) -> list:
@@ -66,55 +131,95 @@ def package_versions() -> dict:
     return out
 
 
-def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", callbacks=(), verbose=None):
-    """Train model `name` with config `cfg`; returns the trained model (also saved in run_dir)."""
+def _config_changes(old: dict, new: dict) -> str:
+    return ", ".join(f"{k}={new.get(k)!r} (was {old.get(k)!r})" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+
+
+def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> str:
+    """'new', 'resume' or 'finished'. Nothing in an earlier run is deleted: with `fresh` it is moved
+    aside to RUN_DIR.<time>; a resume with another config is a one-line UsageError."""
+    from zoo.config import UsageError
+
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+    unfinished = Backup.state(run_dir / "backup") is not None
+    earlier = any((run_dir / f).exists() for f in ("config.json", "run.json", "history.csv", "backup", "best.keras"))
+    if earlier and (fresh or not (unfinished or (run_dir / "run.json").exists())):
+        kept = run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(run_dir, kept)
+        print(f"kept the earlier run of {run_dir} in {kept}")
+        unfinished, saved = False, None
+    if unfinished:
+        if saved is not None and saved != config:
+            raise UsageError(f"{run_dir} holds an unfinished run with another config ({_config_changes(saved, config)}): "
+                             "start it again with the settings it had to resume, or add --fresh to start afresh "
+                             "(the unfinished run is kept beside it)")
+        return "resume"
+    if (run_dir / "run.json").exists():
+        return "finished"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return "new"
+
+
+def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", callbacks=(), verbose=None,
+          fresh=False):
+    """Train model `name` with config `cfg`; returns the trained model (also saved in run_dir), or
+    None when run_dir holds a finished run (said in one line; `fresh=True` trains again)."""
     module = registry.get(name)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    status = prepare_run_dir(run_dir, dataclasses.asdict(cfg), fresh)
+    if status == "finished":
+        print(f"{run_dir} holds a finished run (run.json): nothing to train; add --fresh to train again "
+              f"(the finished run is kept beside it), or --run-dir for another folder")
+        return None
     backup_dir, history_path = run_dir / "backup", run_dir / "history.csv"
-    resuming = backup_dir.exists() and any(backup_dir.iterdir())
-    if not resuming:  # a fresh run: forget the logs of any earlier, completed run
-        for stale in (history_path, run_dir / "best.keras"):
-            stale.unlink(missing_ok=True)
-    previous = read_history(history_path)
+    state = Backup.state(backup_dir) or {"epoch": 0, "step": 0, "seconds": 0.0}
+    previous = read_history(history_path)[: state["epoch"]]  # rows of epochs the backup has
     monitor = monitor_of(module)
     best_so_far = min((row[monitor] for row in previous if monitor in row), default=None) if monitor else None
-    if resuming:
-        print(f"resuming {name} from {backup_dir} after {len(previous)} completed epoch(s)")
+    if status == "resume":
+        _truncate_history(history_path, state["epoch"])
+        print(f"resuming {name} from {backup_dir} after {state['epoch']} completed epoch(s)"
+              + (f" and {state['step']} step(s) of the next" if state["step"] else ""))
 
     keras.utils.set_random_seed(cfg.seed)
     data = module.load_data(cfg, data_dir)
     with make_strategy(strategy).scope():
         model = module.build_model(cfg, data)
-
+    backup, timer = Backup(backup_dir), EpochTimer()
     fit_callbacks = [
-        EpochTimer(),  # before CSVLogger, so the CSV gets epoch_seconds
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        timer,  # before CSVLogger, so the CSV gets epoch_seconds
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "best.keras"), monitor=monitor or "loss", save_best_only=bool(monitor),
             initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(str(history_path), append=True),
+        backup,  # after the epoch's row is written: a kill in between redoes the epoch, no row missing
         keras.callbacks.TensorBoard(str(run_dir / "logs"), profile_batch=0),
         *callbacks,
     ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
-    model.fit(
-        data.train,
-        validation_data=data.val,
-        epochs=cfg.epochs,
-        steps_per_epoch=data.steps_per_epoch,
-        callbacks=fit_callbacks,
-        shuffle=False,  # the pipelines randomise themselves
-        verbose=verbose,
-    )
+    fit = dict(x=data.train, validation_data=data.val, callbacks=fit_callbacks, verbose=verbose,
+               shuffle=False)  # the pipelines randomise themselves
+    if state["step"]:  # first the rest of the epoch the backup stopped in (its row's metrics: these steps)
+        backup.resumed = timer.resumed = {"step": state["step"], "seconds": state.get("seconds", 0.0)}
+        model.fit(initial_epoch=state["epoch"], epochs=state["epoch"] + 1,
+                  steps_per_epoch=max(1, data.steps_per_epoch - state["step"]), **fit)
+        backup.resumed = timer.resumed = NOT_RESUMED
+        state = {"epoch": state["epoch"] + 1, "step": 0}
+    if state["epoch"] < cfg.epochs:
+        model.fit(initial_epoch=state["epoch"], epochs=cfg.epochs, steps_per_epoch=data.steps_per_epoch, **fit)
+    elif status == "resume":  # killed after the last epoch's backup: its weights, without a fit
+        backup.set_model(model)
+        backup.on_train_begin()
     process_seconds = time.perf_counter() - start
 
     model = finish_run(name, cfg, preset_name, run_dir, getattr(data, "split_sizes", None), strategy,
-                       resuming, process_seconds, model)
-    shutil.rmtree(backup_dir, ignore_errors=True)  # BackupAndRestore removes it too; be sure
+                       status == "resume", process_seconds, model)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is complete: nothing to resume
     return model
 
 

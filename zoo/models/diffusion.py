@@ -55,6 +55,8 @@ PRESETS = {
                    warmup_steps=1, eval_samples=20, eval_rows=("ddim-5", "ddpm-50", "ddim-5@1")),
 }
 DATASET = Config.dataset
+# Read only by evaluate(): overriding them keeps the run folder and the export folder.
+EVAL_KEYS = ("eval_samples", "eval_guidance", "eval_rows")
 SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "out": "samples/diffusion.png",
                    "sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 2.0}
 

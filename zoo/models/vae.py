@@ -45,6 +45,8 @@ PRESETS = {
                    iwae_k=20, iwae_images=10),
 }
 DATASET = Config.dataset
+# Read only by evaluate(): overriding them keeps the run folder and the export folder.
+EVAL_KEYS = ("iwae_k", "iwae_images")
 SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "out": "samples/vae.png"}
 LOG_2PI = math.log(2 * math.pi)
 

@@ -76,6 +76,8 @@ PRESETS = {
                    resynthesis_clips=4, judge_epochs=1),
 }
 DATASET = Config.dataset
+# Read only by evaluate(): overriding them keeps the run folder and the export folder.
+EVAL_KEYS = ("generate_per_digit", "mel_temperature", "resynthesis_clips", "judge_epochs")
 NUM_CLASSES = 10
 # `seconds` is the longest a clip may grow (the prior ends each word itself); at most max_frames.
 SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.6,
