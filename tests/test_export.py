@@ -1,6 +1,7 @@
 """Exports: contents, ONNX names and axes, parity, test data, and publishing atomically."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ from onnx import numpy_helper
 
 from tests.conftest import RECURRENT, TEXT_MODELS
 from zoo import export as zexport
+from zoo import runtime
 from zoo.runtime.core import sha256_file
 
 
@@ -116,7 +118,69 @@ def test_a_crash_mid_export_leaves_nothing_behind(trained, tmp_path, monkeypatch
 
 def test_re_export_replaces_the_folder(trained, tmp_path):
     out = zexport.export("lstm", trained("lstm")["run"], tmp_path / "lstm")
-    first = json.loads((out / "manifest.json").read_text())["created"]
+    (out / "sentinel").write_text("from the first export")
     out = zexport.export("lstm", trained("lstm")["run"], tmp_path / "lstm")
-    assert json.loads((out / "manifest.json").read_text())["created"] >= first
+    assert not (out / "sentinel").exists()  # the folder is the new export, not the old one added to
+    runtime.load(out)  # and it verifies
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm"]
+
+
+def test_publish_swaps_in_one_step_and_falls_back_to_two_renames(tmp_path, monkeypatch):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "f").write_text("new")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "f").write_text("old")
+    zexport.publish(tmp_path / "new", tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["out"]
+
+    # Without the one-step swap, a kill between the two renames leaves no `out`; the next export
+    # puts the old one back before it starts (and removes a dead export's partial folder).
+    monkeypatch.setattr(zexport, "_exchange", lambda a, b: False)
+    (tmp_path / "new").mkdir()
+    renames = []
+
+    def killed_after_one(src, dst):
+        if renames:
+            raise KeyboardInterrupt("killed between the renames")
+        renames.append(dst)
+        os.replace(src, dst)
+
+    monkeypatch.setattr(zexport.os, "rename", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        zexport.publish(tmp_path / "new", tmp_path / "out")
+    monkeypatch.undo()
+    assert not (tmp_path / "out").exists() and renames[0].name.startswith(".out.old-")
+    os.rename(renames[0], tmp_path / ".out.old-999999999")  # as if by a process that is gone
+    (tmp_path / ".out.partial-999999999-abc").mkdir()
+    zexport.remove_leftovers(tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["new", "out"]
+
+
+KILLABLE_EXPORT = """
+import sys
+from zoo.export import export
+export("rnn", sys.argv[1], sys.argv[2])
+"""
+
+
+def test_an_export_killed_at_random_moments_leaves_a_whole_export(trained, tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "exports" / "rnn"
+    shutil.copytree(trained("rnn")["export"], out)
+    rng = random.Random(0)
+    for delay in sorted(rng.uniform(3, 14) for _ in range(3)):
+        process = subprocess.Popen([sys.executable, "-c", KILLABLE_EXPORT, str(trained("rnn")["run"]), str(out)],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        runtime.load(out)  # the old export or the new one, whole: every file matches its checksum
+    zexport.export("rnn", trained("rnn")["run"], out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["rnn"]  # nothing left behind

@@ -12,7 +12,8 @@ What an export folder holds:
 Before anything is published, every graph is run in Keras, in the reloaded SavedModel and in
 ONNX Runtime on random inputs; a difference above `tolerance` refuses the export. The folder is
 written beside its destination and renamed into place at the end, so a failure never leaves half
-an export and never destroys the previous one.
+an export and never destroys the previous one: the new folder and the old one are swapped in one
+step (`publish`), and what a killed export left beside the destination is removed by the next one.
 """
 
 import dataclasses
@@ -178,7 +179,8 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
     model = load_model(model_path)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    remove_leftovers(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is for everyone to read
     try:
         # Keras: a copy without optimizer slots (a third of the size); it must load in safe mode.
@@ -243,18 +245,69 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
         (tmp / "README.md").write_text(model_card(module, tmp, manifest))
         _write_manifest(tmp, manifest)  # again, now with the card's checksum
 
-        # Publish: swap the new folder in, then drop the old one.
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        errno = ctypes.get_errno()
+        if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem or kernel cannot
+            return False
+        raise OSError(errno, os.strerror(errno), str(b))
+    return True
+
+
+def publish(tmp: Path, out_dir: Path):
+    """Put the finished folder `tmp` at `out_dir`. With an export already there the two are swapped
+    in one step, so `out_dir` is at every moment the old export or the new one, never missing;
+    then the old one, now at `tmp`, is removed (a kill before that leaves it for `remove_leftovers`)."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+    elif _exchange(tmp, out_dir):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:  # two renames: a kill between them leaves the old export at .<name>.old-<pid>
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(out_dir: Path):
+    """Folders that killed exports to `out_dir` left beside it (`.<name>.partial-<pid>-*`, the old
+    export in `.<name>.old-<pid>`), unless their process still runs. Where a kill between the two
+    renames of the fallback left no `out_dir`, the old export is put back first."""
+    for path in sorted(out_dir.parent.glob(f".{out_dir.name}.*")):
+        kind, _, rest = path.name[len(out_dir.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("partial", "old") or not pid.isdigit() or _alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        if kind == "old" and not out_dir.exists():
+            os.rename(path, out_dir)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def save_saved_model(model, graphs, tf_fns, path: Path):
