@@ -24,9 +24,18 @@ def model():
     return m
 
 
-def test_training_and_serving_share_the_numpy_schedule(model):
-    assert model.schedule.alpha_bar.dtype == np.float64
-    np.testing.assert_array_equal(model.schedule.alpha_bar, dmath.Schedule("cosine", 50).alpha_bar)
+def test_training_noises_with_the_cosine_schedule(model):
+    """The training objective's x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, with abar from the
+    cosine schedule's closed form (Nichol & Dhariwal, 2021; each beta clipped at 0.999)."""
+    steps, s = 50, 0.008
+    f = np.cos((np.arange(steps + 1) / steps + s) / (1 + s) * np.pi / 2) ** 2
+    alpha_bar = np.cumprod(1 - np.minimum(1 - f[1:] / f[:-1], 0.999))
+    np.testing.assert_allclose(model.schedule.alpha_bar, alpha_bar, rtol=1e-12)
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1)).astype(np.uint8)
+    (x_t, t, _), noise = model._noised(tf.constant(images), tf.constant([1] * 6), seed=tf.constant([3, 4]))
+    a = alpha_bar[t.numpy()][:, None, None, None]
+    want = np.sqrt(a) * (images / 127.5 - 1) + np.sqrt(1 - a) * noise.numpy()
+    np.testing.assert_allclose(x_t.numpy(), want, atol=1e-5)
 
 
 def test_epsilon_depends_on_image_time_and_label(model):

@@ -136,9 +136,11 @@ def test_image_runtime_without_tensorflow(name, trained, tmp_path):
     assert out.exists()
 
 
-def test_classifier_judge(trained):
+def test_classifier_judge(trained, mock_tfds):
     import os
     from pathlib import Path
+
+    from zoo import data
 
     trained("gan")  # evaluating the GAN trained the mock classifier on demand
     from zoo.metrics import classifier
@@ -148,7 +150,8 @@ def test_classifier_judge(trained):
     images, _ = random_mnist(5)
     assert judge.features(images / 255.0).shape == (5, 128)
     assert judge.labels(images / 255.0).shape == (5,)
-    assert 0 <= judge.info["test_accuracy"] <= 1
+    x_test, y_test = data.image_arrays("mnist", "test")  # the (mock) test split it was scored on
+    assert judge.info["test_accuracy"] == pytest.approx(float((judge.labels(x_test / 255.0) == y_test).mean()))
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -159,8 +162,13 @@ def test_fashion_mnist_by_setting_the_dataset(name, tmp_path, mock_tfds):
     cfg = registry.preset(name, "tiny", ["dataset=fashion_mnist", "epochs=1"])
     model = train(name, cfg, "tiny", tmp_path / "run", verbose=0)
     metrics = evaluate(name, cfg, tmp_path / "run")
-    assert np.isfinite(metrics["fid"]) and model.get_config()["name"]
     import os
     from pathlib import Path
 
-    assert (Path(os.environ["ZOO_CLASSIFIERS"]) / "fashion_mnist" / "info.json").exists()  # its own judge
+    from zoo.metrics import classifier
+
+    info = json.loads((Path(os.environ["ZOO_CLASSIFIERS"]) / "fashion_mnist" / "info.json").read_text())
+    assert info["dataset"] == "fashion_mnist"  # its own judge, which scored these samples:
+    assert metrics["classifier_test_accuracy"] == info["test_accuracy"]
+    assert classifier.load("fashion_mnist", train_if_missing=False).info == info
+    assert metrics["fid"] > 1e-3 and model.get_config()["name"]
