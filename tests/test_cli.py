@@ -1,6 +1,7 @@
 """The `python -m zoo` command line: choices, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,3 +127,31 @@ def test_list_and_sample_work_without_tensorflow(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     result = run("sample", "nosuch")
     assert result.returncode == 2 and result.stderr.strip().startswith("error: unknown model 'nosuch'")
+
+
+def test_a_model_module_missing_a_hook_fails_before_training(monkeypatch, capsys):
+    from zoo import registry
+    from zoo.models import rnn
+
+    monkeypatch.delattr(rnn, "export_graphs")
+    monkeypatch.setattr(registry, "_checked", set())
+    assert main(["train", "rnn", "--preset", "tiny", "--run-dir", "/nonexistent/never-made"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: model module zoo.models.rnn lacks export_graphs (the hooks zoo/registry.py lists)")
+
+
+def test_usage_errors_after_tensorflow_starts_are_still_one_line():
+    result = run_cli("train", "rnn", "--preset", "nosuch")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: unknown preset 'nosuch'; choose one of: default, tiny"]
+
+
+def test_native_stderr_is_filtered_of_chatter_only(capfd):
+    from zoo.cli import filtered_native_stderr
+
+    with filtered_native_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1795528838.761121    7572 cudart_stub.cc:31] Could not find cuda drivers\n"
+                    b"E0000 00:00:1795527070.740377    1901 cuda_platform.cc:52] failed call to cuInit\n"
+                    b"a real error\n")
+    assert capfd.readouterr().err == "a real error\n"

@@ -5,9 +5,12 @@ line naming the valid choices and exit with code 2, before TensorFlow is started
 """
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 from zoo import registry
@@ -15,6 +18,37 @@ from zoo.config import UsageError, ZooError, apply_dict_overrides, choose
 from zoo.runtime.core import ExportFileError
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1
+# What TensorFlow's C++ side prints when it starts on a machine without a GPU (absl writes it to
+# stderr before its log is initialised, whatever TF_CPP_MIN_LOG_LEVEL says).
+CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} [\d:. ]+\d+ "
+                     r"(port|cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard|cpu_utils)\.cc:\d+\]|"
+                     r"To enable the following instructions:)")
+
+
+@contextlib.contextmanager
+def filtered_native_stderr():
+    """Runs the body with file descriptor 2 captured; afterwards prints what it caught, less CHATTER."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode("utf-8", "replace").splitlines():
+                if not CHATTER.match(line):
+                    print(line, file=sys.stderr)
+
+
+def start_tensorflow():
+    """Import TensorFlow and find the devices, without the start-up chatter."""
+    with filtered_native_stderr():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def _overrides_name(changed: dict) -> str:
@@ -153,8 +187,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ logging after start-up
     try:
+        if args.command in ("train", "eval", "export"):
+            start_tensorflow()
         return args.func(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

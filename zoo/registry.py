@@ -29,8 +29,23 @@ MODELS = {
 }
 
 
+REQUIRED = ("Config", "PRESETS", "DATASET", "SAMPLE_DEFAULTS", "load_data", "build_model", "evaluate",
+            "export_graphs", "runtime_info")
+_checked = set()
+
+
 def get(name: str):
-    return importlib.import_module(MODELS[choose("model", name, list(MODELS))])
+    """The model's module, its contract checked on first use (before any data loads or training)."""
+    from zoo.config import ZooError
+
+    module = importlib.import_module(MODELS[choose("model", name, list(MODELS))])
+    if name not in _checked:
+        missing = [hook for hook in REQUIRED if not hasattr(module, hook)]
+        if missing:
+            raise ZooError(f"model module {module.__name__} lacks {', '.join(missing)} "
+                           "(the hooks zoo/registry.py lists)")
+        _checked.add(name)
+    return module
 
 
 def preset(name: str, preset_name: str, assignments=()):
