@@ -140,3 +140,17 @@ def test_runtime_cli_errors(trained, tmp_path, capsys):
     assert main(["sample", str(tmp_path)]) == 1
     assert main(["info", export]) == 0
     assert '"model": "lstm"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("gan", ["--per-label", "0"], "error: per_label must be >= 1"),
+    ("wavenet", ["--seconds", "0"], "error: seconds must be a positive number (the longest clip), got 0.0"),
+    ("wavenet", ["--digits", "1,x"], "error: digits must be integers separated by commas, got '1,x'"),
+])
+def test_runtime_cli_refuses_zero_counts_instead_of_using_defaults(name, argv, message, trained, tmp_path, capsys):
+    from zoo.runtime.__main__ import main
+
+    export = trained(name)["export"]
+    assert main(["sample", str(export), *argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "out").exists()

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
             sampler = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("eta", args.eta),
                                          ("guidance", args.guidance)) if v is not None}
             path, _ = write_grid(export, args.out or defaults["out"], args.labels or defaults["labels"],
-                                 args.per_label or defaults["per_label"], opts["seed"], **sampler)
+                                 defaults["per_label"] if args.per_label is None else args.per_label, opts["seed"],
+                                 **sampler)
             print(f"wrote {path}")
             return 0
         if kind == "audio-generator":
