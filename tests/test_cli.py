@@ -47,6 +47,15 @@ def test_unknown_model_is_one_line_exit_2_without_tensorflow():
         (["eval", "rnn", "--set", "noequals"], "--set 'noequals': expected key=value"),
         (["train", "rnn", "--strategy", "tpu"], "unknown strategy 'tpu'; choose one of: default, mirrored"),
         (["export", "rnn", "--preset", "big"], "unknown preset 'big'"),
+        (["train", "rnn", "--set", "epochs=-3"], "epochs=-3: must be at least 1"),
+        (["train", "gan", "--set", "batch_size=0"], "batch_size=0: must be at least 1"),
+        (["train", "lstm", "--set", "dropout=1.5"], "dropout=1.5: must be below 1"),
+        (["train", "vae", "--set", "learning_rate=nan"], "learning_rate=nan: must be a finite number"),
+        (["train", "diffusion", "--set", "eval_rows=ddim-50,dpm-3"], "eval_rows: sampler rows look like ddim-50"),
+        (["train", "diffusion", "--set", "eval_rows=ddpm-50"], "DDPM runs every one of the 1000 timesteps"),
+        (["train", "transformer", "--set", "seq_len=400"], "seq_len=400 exceeds max_context=320"),
+        (["train", "wavenet", "--set", "clip_length=1000"], "clip_length=1000 is not a whole number of 128-sample"),
+        (["eval", "wavenet", "--set", "mel_temperature=-1"], "mel_temperature=-1.0: must be >= 0"),
     ],
 )
 def test_bad_requests_exit_2_with_one_line(capsys, args, message):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from zoo import data
+from zoo.config import UsageError
 
 
 def test_vocabulary_is_sorted_distinct_and_encoding_round_trips():
@@ -32,7 +33,7 @@ def test_random_windows_are_shifted_pairs_from_the_text():
 
 
 def test_random_windows_need_enough_text():
-    with pytest.raises(ValueError, match="shorter than seq_len"):
+    with pytest.raises(UsageError, match="shorter than seq_len"):
         data.random_windows(np.arange(5, dtype=np.int32), seq_len=8, batch_size=2, seed=0)
 
 

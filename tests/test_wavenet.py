@@ -10,6 +10,7 @@ import tensorflow as tf
 from tests.conftest import fake_audio_clips
 from tests.test_runtime import run_runtime_cli
 from zoo import registry, runtime
+from zoo.config import UsageError
 from zoo.models import wavenet
 from zoo.runtime import audio as zaudio
 from zoo.runtime.audio import (HOP, MEL_BINS, SILENCE, SILENT_FRAME, generate, log_mel, mu_law_decode, mu_law_encode,
@@ -64,7 +65,7 @@ def test_speaker_split(monkeypatch):
     parts = wavenet.split_clips(cfg)
     assert {k: len(v[1]) for k, v in parts.items()} == {"train": 40, "validation": 20, "test": 30}
     assert all(np.abs(c).max() <= 1 for c in parts["test"][0])
-    with pytest.raises(ValueError, match="test_speaker 'nobody' is not one of the speakers"):
+    with pytest.raises(UsageError, match="test_speaker 'nobody' is not one of the speakers"):
         wavenet.split_clips(registry.preset("wavenet", "tiny", ["test_speaker=nobody"]))
     with pytest.raises(ValueError, match="is not <digit>_<speaker>_<index>.wav"):
         data.parse_spoken_digit_filename("noise.wav")

@@ -4,6 +4,7 @@ No TensorFlow here: the CLI reports a bad model, preset or key before TensorFlow
 """
 
 import dataclasses
+import math
 import typing
 
 
@@ -63,6 +64,40 @@ def apply_overrides(cfg, assignments):
             raise UsageError(f"unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
         changes[key] = _parse_value(key, text, hints[key])
     return dataclasses.replace(cfg, **changes)
+
+
+# Counts that must be at least 1 (matched as whole names or name endings); other integers must be
+# >= 0 (seed: any). Floats must be finite and >= 0; rates named *dropout* below 1; learning rates > 0.
+POSITIVE = ("epochs", "batch_size", "seq_len", "clip_length", "max_frames", "mixtures", "filters", "stacks",
+            "timesteps", "heads", "groups", "blocks", "layers", "max_context", "generate_per_digit", "eval_samples",
+            "judge_epochs", "iwae_k", "_dim", "_units", "_channels", "_layers", "_per_stack", "_heads", "_size",
+            "d_model", "hidden", "kernel", "widths")
+
+
+def _positive(key: str) -> bool:
+    return any(key == p or (p.startswith("_") and key.endswith(p)) for p in POSITIVE)
+
+
+def check_values(cfg):
+    """Range-check every field of a config dataclass: a one-line UsageError naming the first bad one."""
+    for field in dataclasses.fields(cfg):
+        key, value = field.name, getattr(cfg, field.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"{key}={v}: must be a finite number")
+            if key == "seed":
+                continue
+            if _positive(key) and v < 1:
+                raise UsageError(f"{key}={value}: must be at least 1")
+            if v < 0:
+                raise UsageError(f"{key}={value}: must be >= 0")
+            if "dropout" in key and v >= 1:
+                raise UsageError(f"{key}={v}: must be below 1")
+            if key == "learning_rate" and v <= 0:
+                raise UsageError(f"{key}={v}: must be > 0")
 
 
 def apply_dict_overrides(defaults: dict, assignments) -> dict:

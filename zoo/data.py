@@ -10,7 +10,7 @@ import socket
 
 import numpy as np
 
-from zoo.config import ZooError
+from zoo.config import UsageError, ZooError
 
 
 class DataUnavailableError(ZooError):
@@ -103,7 +103,7 @@ def random_windows(ids: np.ndarray, seq_len: int, batch_size: int, seed: int):
     ids_t = tf.constant(ids, tf.int32)
     n_starts = len(ids) - seq_len - 1
     if n_starts <= 0:
-        raise ValueError(f"text of {len(ids)} characters is shorter than seq_len + 1 = {seq_len + 1}")
+        raise UsageError(f"text of {len(ids)} characters is shorter than seq_len + 1 = {seq_len + 1}")
     offsets = tf.range(seq_len + 1)
 
     def cut(r):
@@ -191,7 +191,7 @@ def speaker_split(name: str, test_speaker: str, val_from: int, data_dir=None, do
     parsed = [parse_spoken_digit_filename(f) for f in filenames]
     speakers = sorted({s for s, _ in parsed})
     if test_speaker not in speakers:
-        raise ValueError(f"test_speaker {test_speaker!r} is not one of the speakers {speakers}")
+        raise UsageError(f"test_speaker {test_speaker!r} is not one of the speakers {speakers}")
     out = {"train": ([], []), "validation": ([], []), "test": ([], [])}
     for clip, label, (speaker, index) in zip(clips, labels, parsed):
         part = "test" if speaker == test_speaker else "validation" if index >= val_from else "train"

@@ -9,7 +9,8 @@ A model module provides:
   evaluate(model, cfg, data_dir) -> dict of measured metrics
   export_graphs(model)     the single-step graphs to publish (see zoo/export.py)
   card(...)                the model-card sections specific to the model
-and may provide EVAL_KEYS: config keys only evaluation reads (overriding them keeps the run folder).
+and may provide EVAL_KEYS: config keys only evaluation reads (overriding them keeps the run folder),
+and check_config(cfg): model-specific checks of a config, raising a one-line UsageError.
 Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow.
 """
 
@@ -51,9 +52,14 @@ def get(name: str):
 def preset(name: str, preset_name: str, assignments=()):
     from zoo.config import apply_overrides
 
+    from zoo.config import check_values
+
     module = get(name)
-    cfg = module.PRESETS[choose("preset", preset_name, list(module.PRESETS))]
-    return apply_overrides(cfg, assignments)
+    cfg = apply_overrides(module.PRESETS[choose("preset", preset_name, list(module.PRESETS))], assignments)
+    check_values(cfg)
+    if hasattr(module, "check_config"):  # what only the model knows, e.g. evaluation options
+        module.check_config(cfg)
+    return cfg
 
 
 def training_overrides(name: str, assignments) -> dict:

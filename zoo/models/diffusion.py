@@ -61,6 +61,23 @@ SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "
                    "sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 2.0}
 
 
+def check_config(cfg):
+    """The evaluation rows are read at train start, not after a long training run."""
+    from zoo.config import UsageError
+
+    for row in cfg.eval_rows:
+        try:
+            kind, steps, _ = dmath.parse_sampler(row)
+        except ValueError as e:
+            raise UsageError(f"eval_rows: {e}") from None
+        if kind == "ddpm" and steps != cfg.timesteps:
+            raise UsageError(f"eval_rows: {row!r}: DDPM runs every one of the {cfg.timesteps} timesteps")
+        if kind == "ddim" and steps > cfg.timesteps:
+            raise UsageError(f"eval_rows: {row!r}: DDIM takes at most {cfg.timesteps} steps")
+    if cfg.schedule not in dmath.SCHEDULES:
+        raise UsageError(f"schedule={cfg.schedule!r}: choose one of {', '.join(dmath.SCHEDULES)}")
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class SinusoidalEmbedding(keras.layers.Layer):
     """Integer timesteps [B] -> [B, dim] sines and cosines of geometrically spaced frequencies."""

@@ -167,9 +167,16 @@ class Transformer(text.CharModel):
         return config
 
 
-def load_data(cfg, data_dir=None):
+def check_config(cfg):
+    from zoo.config import UsageError
+
     if cfg.seq_len > cfg.max_context:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds max_context {cfg.max_context}")
+        raise UsageError(f"seq_len={cfg.seq_len} exceeds max_context={cfg.max_context}")
+    if cfg.d_model % cfg.num_heads:
+        raise UsageError(f"d_model={cfg.d_model} is not a multiple of num_heads={cfg.num_heads}")
+
+
+def load_data(cfg, data_dir=None):
     return text.load_data(cfg, data_dir)
 
 

@@ -82,6 +82,15 @@ NUM_CLASSES = 10
 # `seconds` is the longest a clip may grow (the prior ends each word itself); at most max_frames.
 SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.6,
                    "seed": 0, "out": "samples/wavenet"}
+def check_config(cfg):
+    from zoo.config import UsageError
+
+    if cfg.clip_length % HOP:
+        raise UsageError(f"clip_length={cfg.clip_length} is not a whole number of {HOP}-sample frames")
+    if cfg.sample_rate != 8000:
+        raise UsageError(f"sample_rate={cfg.sample_rate}: spoken_digit and the log-mel frames are 8 kHz")
+
+
 LOG_SCALE_MIN = math.log(0.01)  # the prior's smallest scale: silent frames are exact, not a spike
 
 
