@@ -154,3 +154,89 @@ def test_runtime_cli_refuses_zero_counts_instead_of_using_defaults(name, argv, m
     assert main(["sample", str(export), *argv, "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == message
     assert not (tmp_path / "out").exists()
+
+
+ALL_MODELS = ["rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet", "diffusion"]
+
+
+def _valid_inputs(export, graph):
+    """The export's own test data set for `graph`: inputs the graph takes."""
+    from onnx import numpy_helper
+    import onnx
+
+    folder = export.path / export.graph(graph)["test_data"]
+    inputs = {}
+    for path in sorted(folder.glob("input_*.pb")):
+        tensor = onnx.TensorProto.FromString(path.read_bytes())
+        inputs[tensor.name] = numpy_helper.to_array(tensor)
+    return inputs
+
+
+def _mutate(inputs, specs, rng):
+    """One mistake a user could make: wrong dtype, rank, fixed or shared size, value, or a missing,
+    extra or non-array input."""
+    inputs = dict(inputs)
+    key = list(inputs)[int(rng.integers(len(inputs)))]
+    value, spec = inputs[key], specs[key]
+    kind = int(rng.integers(9))
+    if kind == 0:
+        inputs[key] = value.astype(np.float64 if value.dtype.kind != "f" else np.int32)
+    elif kind == 1:
+        inputs[key] = value[None]
+    elif kind == 2 and value.ndim:
+        inputs[key] = np.concatenate([value, value], axis=value.ndim - 1)  # a fixed or shared size changed
+    elif kind == 3 and value.ndim:
+        inputs[key] = np.concatenate([value, value], axis=0)  # one input's batch differs
+    elif kind == 4 and "range" in spec and value.size:
+        bad = value.copy().reshape(-1)
+        bad[int(rng.integers(bad.size))] = spec["range"][1] + int(rng.integers(0, 3)) if rng.random() < 0.5 else -1
+        inputs[key] = bad.reshape(value.shape)
+    elif kind == 5 and value.dtype.kind == "f" and value.size:
+        bad = value.copy().reshape(-1)
+        bad[int(rng.integers(bad.size))] = [np.nan, np.inf, -np.inf][int(rng.integers(3))]
+        inputs[key] = bad.reshape(value.shape)
+    elif kind == 6:
+        del inputs[key]
+    elif kind == 7:
+        inputs["extra"] = value
+    else:
+        inputs[key] = value.tolist()
+    return inputs
+
+
+def test_a_thousand_wrong_calls_end_in_value_errors_not_onnxruntime_errors(trained):
+    """Randomised mistakes against every graph of every export: each call either runs or raises a
+    ValueError naming the problem; none reaches the user as a raw onnxruntime error."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for name in ALL_MODELS:
+        export = runtime.load(trained(name)["export"])
+        for graph in export.manifest["graphs"]:
+            specs = {s["name"]: s for s in export.graph(graph)["inputs"]}
+            cases.append((export, graph, _valid_inputs(export, graph), specs))
+    outcomes = {"ran": 0, "ValueError": 0}
+    for i in range(1000):
+        export, graph, inputs, specs = cases[i % len(cases)]
+        try:
+            export.run(graph, _mutate(inputs, specs, rng))
+            outcomes["ran"] += 1
+        except ValueError as e:
+            assert "onnxruntime" not in type(e).__module__ and str(e).count("\n") == 0
+            outcomes["ValueError"] += 1
+    assert outcomes["ValueError"] > 700, outcomes  # most mistakes are caught (some, e.g. float64 -> int32 of a valid
+    # index, are no mistake at all)
+
+
+def test_out_of_range_inputs_name_the_input_and_its_range(trained):
+    export = runtime.load(trained("diffusion")["export"])
+    inputs = _valid_inputs(export, "denoiser")
+    with pytest.raises(ValueError, match=r"^input 'label' of graph 'denoiser' takes values 0..10, got values from"):
+        export.run("denoiser", dict(inputs, label=np.full_like(inputs["label"], 11)))
+    with pytest.raises(ValueError, match=r"^input 't' of graph 'denoiser' takes values 0..49"):
+        export.run("denoiser", dict(inputs, t=np.full_like(inputs["t"], 50)))
+    with pytest.raises(ValueError, match="^input 'x_t' of graph 'denoiser' holds NaN or infinite values$"):
+        export.run("denoiser", dict(inputs, x_t=np.full_like(inputs["x_t"], np.nan)))
+    text = runtime.load(trained("rnn")["export"])
+    inputs = _valid_inputs(text, "step")
+    with pytest.raises(ValueError, match=r"^input 'tokens' of graph 'step' takes values 0\.\.\d+, got values from"):
+        text.run("step", dict(inputs, tokens=inputs["tokens"] + 1000))

@@ -52,6 +52,7 @@ class Graph:
     axes: dict                     # input/output name -> dims: int, or a str naming a dynamic axis;
                                    # outputs appear in the ONNX graph in this dict's order
     example: Callable              # example(rng) -> {input name: np.ndarray}: random inputs, random sizes
+    ranges: dict = dataclasses.field(default_factory=dict)  # integer input -> (lo, hi): lo <= value < hi
 
     def tf_function(self):
         return tf.function(self.fn, input_signature=self.input_signature)
@@ -113,6 +114,27 @@ def _describe(value_infos):
             "shape": [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim],
         })
     return out
+
+
+def with_ranges(inputs: list, ranges: dict) -> list:
+    """The manifest's input descriptions, each integer input with the values it takes: "range":
+    [lo, hi] means lo <= value < hi (zoo.runtime checks it before running the graph)."""
+    for spec in inputs:
+        if spec["name"] in ranges:
+            spec["range"] = [int(v) for v in ranges[spec["name"]]]
+    return inputs
+
+
+def record_input_ranges(folder) -> dict:
+    """Add the input ranges of an export made before the manifest recorded them (manifest.json is not
+    among the files it checksums, so the export still verifies). Returns the updated manifest."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    graphs = registry.get(manifest["model"]).export_graphs(load_model(folder / "model.keras"))
+    for g in graphs:
+        with_ranges(manifest["graphs"][g.name]["inputs"], g.ranges)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def check_parity(graph, tf_fn, signature_fn, session, rng, tolerance, trials=3):
@@ -217,7 +239,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
                 "onnx": f"{g.name}.onnx",
                 "opset": OPSET,
                 "saved_model_signature": g.name,
-                "inputs": _describe(proto.graph.input),
+                "inputs": with_ranges(_describe(proto.graph.input), g.ranges),
                 "outputs": _describe(proto.graph.output),
                 "test_data": str(test_dir),
                 "parity_max_abs_diff": diffs,

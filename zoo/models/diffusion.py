@@ -349,7 +349,8 @@ def export_graphs(model):
         return inputs
 
     axes = {"x_t": ["batch", 28, 28, 1], "t": ["batch"], "label": ["batch"], "epsilon": ["batch", 28, 28, 1]}
-    return [Graph("denoiser", denoiser, signature, axes, example)]
+    return [Graph("denoiser", denoiser, signature, axes, example,
+                  ranges={"t": (0, model.schedule.steps), "label": (0, NUM_CLASSES + 1)})]
 
 
 def runtime_info(model) -> dict:

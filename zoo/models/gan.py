@@ -239,7 +239,8 @@ def export_graphs(model):
         return inputs
 
     axes = {"z": ["batch", model.latent_dim], "label": ["batch"], "image": ["batch", 28, 28, 1]}
-    return [Graph(name="generator", fn=generator, input_signature=signature, axes=axes, example=example)]
+    return [Graph(name="generator", fn=generator, input_signature=signature, axes=axes, example=example,
+                  ranges={"label": (0, NUM_CLASSES)})]
 
 
 def runtime_info(model) -> dict:

@@ -261,7 +261,7 @@ def export_graphs(model):
         return inputs
 
     axes = {"image": ["batch", "rows", 28, 1], "label": ["batch"], "logits": ["batch", "rows", 28, 1]}
-    return [Graph("network", network, signature, axes, example)]
+    return [Graph("network", network, signature, axes, example, ranges={"label": (0, NUM_CLASSES)})]
 
 
 def runtime_info(model) -> dict:

@@ -174,7 +174,8 @@ def recurrent_graphs(model):
     axes = {"tokens": ["batch", "time"], "logits": ["batch", "time", model.vocab_size]}
     for name, size in model.state_sizes:
         axes[name] = axes[f"next_{name}"] = ["batch", size]
-    return [Graph(name="step", fn=step, input_signature=signature, axes=axes, example=example)]
+    return [Graph(name="step", fn=step, input_signature=signature, axes=axes, example=example,
+                  ranges={"tokens": (0, model.vocab_size)})]
 
 
 def sample_defaults(vocabulary: str) -> dict:

@@ -272,7 +272,8 @@ def export_graphs(model):
     for name in past_names:
         axes[name] = ["batch", h, "past_sequence", d]
         axes[name.replace("past_key_values", "present")] = ["batch", h, "total_sequence", d]
-    return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example)]
+    return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
+                  ranges={"input_ids": (0, model.vocab_size), "position_ids": (0, model.max_context)})]
 
 
 def runtime_info(model) -> dict:

@@ -288,9 +288,11 @@ def export_graphs(model):
     d = model.latent_dim
     return [
         Graph("decoder", decoder, dec_sig, {"z": ["batch", d], "label": ["batch"],
-                                            "probabilities": ["batch", 28, 28, 1]}, dec_example),
+                                            "probabilities": ["batch", 28, 28, 1]}, dec_example,
+              ranges={"label": (0, NUM_CLASSES)}),
         Graph("encoder", encoder, enc_sig, {"image": ["batch", 28, 28, 1], "label": ["batch"],
-                                            "mean": ["batch", d], "log_variance": ["batch", d]}, enc_example),
+                                            "mean": ["batch", d], "log_variance": ["batch", d]}, enc_example,
+              ranges={"label": (0, NUM_CLASSES)}),
     ]
 
 

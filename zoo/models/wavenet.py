@@ -653,24 +653,24 @@ def export_graphs(model):
     for i, d in enumerate(model.dilations):
         step_axes[f"queue.{i}"] = step_axes[f"next_queue.{i}"] = ["batch", d * c]
     return [
-        Graph("step", step, step_signature, step_axes, step_example),
+        Graph("step", step, step_signature, step_axes, step_example, ranges={"sample": (0, MU + 1)}),
         Graph("prior_step", prior_step,
               [tf.TensorSpec([None, MEL_BINS], tf.float32, name="frame"), tf.TensorSpec([None], tf.int32, name="digit"),
                tf.TensorSpec([None, h], tf.float32, name="state")],
               {"frame": ["batch", MEL_BINS], "digit": ["batch"], "state": ["batch", h],
                "mixture_logits": ["batch", k], "means": ["batch", k, MEL_BINS], "log_scales": ["batch", k, MEL_BINS],
                "stop_logit": ["batch"], "next_state": ["batch", h]},
-              prior_example),
+              prior_example, ranges={"digit": (0, NUM_CLASSES)}),
         Graph("condition", condition,
               [tf.TensorSpec([None, None, MEL_BINS], tf.float32, name="mel"), tf.TensorSpec([None], tf.int32, name="digit")],
               {"mel": ["batch", "frames", MEL_BINS], "digit": ["batch"], "condition": ["batch", "frames", width]},
-              condition_example),
+              condition_example, ranges={"digit": (0, NUM_CLASSES)}),
         Graph("network", network,
               [tf.TensorSpec([None, None], tf.int32, name="samples"),
                tf.TensorSpec([None, None, MEL_BINS], tf.float32, name="mel"), tf.TensorSpec([None], tf.int32, name="digit")],
               {"samples": ["batch", "time"], "mel": ["batch", "frames", MEL_BINS], "digit": ["batch"],
                "logits": ["batch", "time", MU + 1]},
-              network_example),
+              network_example, ranges={"samples": (0, MU + 1), "digit": (0, NUM_CLASSES)}),
     ]
 
 

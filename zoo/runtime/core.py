@@ -98,17 +98,41 @@ class Export:
             if value.ndim != len(spec["shape"]):
                 raise ValueError(f"input {key!r} must have rank {len(spec['shape'])} "
                                  f"(shape {spec['shape']}), got shape {value.shape}")
+        sizes = {}  # a named dimension ("batch") has one size across the inputs
+        for key, spec in specs.items():
+            value = inputs[key]
             for axis, (want, got) in enumerate(zip(spec["shape"], value.shape)):
                 if isinstance(want, int) and want > 0 and want != got:
                     raise ValueError(f"input {key!r} axis {axis} must be {want}, got shape {value.shape}")
+                if isinstance(want, str):
+                    first = sizes.setdefault(want, (got, key))
+                    if first[0] != got:
+                        raise ValueError(f"input {key!r} has {want} {got} but {first[1]!r} has {first[0]} "
+                                         f"(shapes {value.shape} and {inputs[first[1]].shape})")
+            if "range" in spec and value.size:
+                lo, hi = spec["range"]
+                if value.min() < lo or value.max() >= hi:
+                    raise ValueError(f"input {key!r} of graph {name!r} takes values {lo}..{hi - 1}, "
+                                     f"got values from {value.min()} to {value.max()}")
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise ValueError(f"input {key!r} of graph {name!r} holds NaN or infinite values")
 
     def run(self, name: str, inputs: dict, check: bool = True) -> dict:
-        """Run graph `name`; returns {output name: array}."""
+        """Run graph `name`; returns {output name: array}. Inputs the graph cannot take are a
+        ValueError naming them (checked against the manifest first; what only the graph knows, such as
+        a position past the model's context, comes back from ONNX Runtime the same way)."""
         if check:
             self.check_inputs(name, inputs)
         session = self.session(name)
         names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, inputs)))
+        try:
+            return dict(zip(names, session.run(names, inputs)))
+        except Exception as e:  # onnxruntime's own error classes (Fail, InvalidArgument, ...)
+            if type(e).__module__.split(".")[0] != "onnxruntime":
+                raise
+            shapes = ", ".join(f"{k} {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in inputs.items())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"graph {name!r} of {self.path} could not run on {shapes}: {first}") from None
 
 
 def load(path, verify: bool = True, providers=None) -> Export:
