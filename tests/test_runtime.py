@@ -240,3 +240,19 @@ def test_out_of_range_inputs_name_the_input_and_its_range(trained):
     inputs = _valid_inputs(text, "step")
     with pytest.raises(ValueError, match=r"^input 'tokens' of graph 'step' takes values 0\.\.\d+, got values from"):
         text.run("step", dict(inputs, tokens=inputs["tokens"] + 1000))
+
+
+def test_progress_line_is_one_line_and_quiet_off_a_terminal(capsys):
+    import io
+
+    from zoo.runtime.core import Progress
+
+    stream = io.StringIO()
+    with Progress(4, "steps", stream=stream) as progress:
+        for _ in range(4):
+            progress.update()
+    text = stream.getvalue()
+    assert text.endswith("steps: 100% (4/4), 0 s \n") and text.count("\n") == 1
+    with Progress(4, "quiet") as progress:  # stderr is captured here, not a terminal
+        progress.update(4)
+    assert capsys.readouterr().err == ""

@@ -281,8 +281,10 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     batches = [int(b) for b in args.batches.split(",")]
     rows, cached_rows, audio_rows, pixel_rows, diffusion_rows = [], [], [], [], []
-    for name in args.models.split(","):
+    names = args.models.split(",")
+    for done, name in enumerate(names):
         folder = Path(args.exports) / name
+        print(f"bench {done + 1}/{len(names)}: {name}", file=sys.stderr, flush=True)  # each model takes minutes
         if not (folder / "manifest.json").exists():
             print(f"skipping {name}: no export in {folder} (make train-{name})")
             continue

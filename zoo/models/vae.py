@@ -223,8 +223,12 @@ EVAL_NOTE = (
 def evaluate(model, cfg, data_dir=None, batch=100) -> dict:
     x_test, y_test = zdata.image_arrays(cfg.dataset, "test", data_dir)
     iwae_images = min(cfg.iwae_images, len(x_test))
+    from zoo.runtime.core import Progress
+
     neg_elbo, nll = [], []
+    progress = Progress(len(x_test), f"ELBO, and IWAE k={cfg.iwae_k} on the first {iwae_images}: test images")
     for i in range(0, len(x_test), batch):
+        progress.update(min(batch, len(x_test) - i))
         x = binarize(x_test[i : i + batch], seed=(cfg.seed, i))
         labels = tf.constant(y_test[i : i + batch]) if model.conditional else None
         recon, kl = model.elbo_terms(x, labels, training=False)
@@ -233,6 +237,7 @@ def evaluate(model, cfg, data_dir=None, batch=100) -> dict:
             n = min(batch, iwae_images - i)
             nll.append(importance_weighted_nll(model, x[:n], None if labels is None else labels[:n],
                                                k=cfg.iwae_k, seed=i))
+    progress.close()
     neg_elbo = np.concatenate(neg_elbo)
     metrics = {"test_negative_elbo": float(neg_elbo.mean()), "test_images": len(x_test),
                "test_nll_iwae": float(np.concatenate(nll).mean()), "iwae_k": cfg.iwae_k, "iwae_images": iwae_images,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.runtime.core import Export, parse_classes, sample_logits
+from zoo.runtime.core import Export, Progress, parse_classes, sample_logits
 
 MU = 255  # 256 levels: the WaveNet paper's 8-bit mu-law
 SHARED_BATCH = 8  # from this many streams on, the step graph runs on all of ONNX Runtime's threads
@@ -180,9 +180,12 @@ def vocode(step, condition, samples: int, temperature: float, rng) -> np.ndarray
     samplers = gumbel_sampler(rng, batch, temperature)
     codes = np.empty((batch, samples), np.int32)
     current = np.full(batch, SILENCE, np.int32)
-    for t in range(samples):
-        current = next(samplers)(step(current, condition[:, t // HOP]))
-        codes[:, t] = current
+    with Progress(samples, f"vocoder samples ({batch} clip{'s' if batch > 1 else ''})") as progress:
+        for t in range(samples):
+            current = next(samplers)(step(current, condition[:, t // HOP]))
+            codes[:, t] = current
+            if t % HOP == HOP - 1:
+                progress.update(HOP)
     return codes
 
 

@@ -135,6 +135,43 @@ class Export:
             raise ValueError(f"graph {name!r} of {self.path} could not run on {shapes}: {first}") from None
 
 
+class Progress:
+    """`label: 37% (370/1000), 12 s` on one line of stderr, rewritten at most twice a second, for
+    loops that can run longer than about ten seconds. Silent when stderr is not a terminal (logs,
+    CI, tests) or ZOO_PROGRESS=0."""
+
+    def __init__(self, total: int, label: str, stream=None):
+        import os
+        import sys
+        import time
+
+        self.total, self.label, self.done = max(1, int(total)), label, 0
+        self.stream = stream or sys.stderr
+        self.shown = (stream is not None or self.stream.isatty()) and os.environ.get("ZOO_PROGRESS") != "0"
+        self._clock = time.monotonic
+        self._start = self._last = self._clock()
+
+    def update(self, n: int = 1):
+        self.done += n
+        now = self._clock()
+        if self.shown and (now - self._last >= 0.5 or self.done >= self.total):
+            self._last = now
+            self.stream.write(f"\r{self.label}: {100 * self.done // self.total}% ({self.done}/{self.total}), "
+                              f"{now - self._start:.0f} s ")
+            self.stream.flush()
+
+    def close(self):
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def load(path, verify: bool = True, providers=None) -> Export:
     return Export(path, verify=verify, providers=providers)
 

@@ -137,9 +137,19 @@ def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidanc
     The same function samples with the TensorFlow denoiser (`zoo.models.diffusion.tf_denoiser`) and
     with ONNX Runtime (zoo.runtime.images), so both give the same images from the same seed.
     """
+    from zoo.runtime.core import Progress
+
     labels = np.asarray(labels, np.int32)
     if sampler == "ddpm" and steps != schedule.steps:
         raise ValueError(f"DDPM runs all {schedule.steps} steps; use ddim for fewer")
+    batches = -(-len(labels) // batch_size)
+    progress = Progress(batches * (schedule.steps if sampler == "ddpm" else steps), f"{sampler}-{steps} denoiser steps")
+    network = denoise
+
+    def denoise(*args, **kwargs):  # counts the steps for the progress line
+        progress.update()
+        return network(*args, **kwargs)
+
     out = []
     for i in range(0, len(labels), batch_size):
         chunk = labels[i : i + batch_size]
@@ -150,4 +160,5 @@ def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidanc
             out.append(ddpm_sample(denoise, schedule, shape, **kwargs))
         else:
             out.append(ddim_sample(denoise, schedule, shape, steps=steps, eta=eta, **kwargs))
+    progress.close()
     return np.clip(np.concatenate(out), -1.0, 1.0)

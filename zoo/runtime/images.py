@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.runtime.core import Export, parse_classes
+from zoo.runtime.core import Export, Progress, parse_classes
 
 
 KINDS = ("image-generator", "image-autoregressive", "image-diffusion")
@@ -57,13 +57,15 @@ def sample_pixels(export: Export, labels: np.ndarray, rng: np.random.Generator, 
     height, width, above = info["height"], info["width"], info["rows_above"]
     images = np.zeros((len(labels), height, width, 1), np.float32)
     feed = {"label": labels.astype(np.int32)} if info["conditional"] else {}
-    for i in range(height):
-        top = 0 if full_image else max(0, i - above)
-        for j in range(width):
-            feed["image"] = np.ascontiguousarray(images[:, top : i + 1]) if not full_image else images
-            logits = export.run(info["graph"], feed, check=False)[info["output"]][:, i - top, j, 0]
-            p = 1.0 / (1.0 + np.exp(-logits))
-            images[:, i, j, 0] = rng.random(len(labels)) < p
+    with Progress(height, "pixelcnn rows") as progress:
+        for i in range(height):
+            top = 0 if full_image else max(0, i - above)
+            for j in range(width):
+                feed["image"] = np.ascontiguousarray(images[:, top : i + 1]) if not full_image else images
+                logits = export.run(info["graph"], feed, check=False)[info["output"]][:, i - top, j, 0]
+                p = 1.0 / (1.0 + np.exp(-logits))
+                images[:, i, j, 0] = rng.random(len(labels)) < p
+            progress.update()
     return images[..., 0]
 
 
