@@ -164,3 +164,30 @@ def test_native_stderr_is_filtered_of_chatter_only(capfd):
                     b"E0000 00:00:1795527070.740377    1901 cuda_platform.cc:52] failed call to cuInit\n"
                     b"a real error\n")
     assert capfd.readouterr().err == "a real error\n"
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet", "diffusion"])
+def test_presets_read_without_tensorflow_equal_the_modules(name):
+    import dataclasses
+
+    from zoo import registry
+
+    light, module = registry.presets_module(name), registry.get(name)
+    assert light is not module and "tensorflow" not in vars(light)  # read from the source, not imported
+    assert {k: dataclasses.asdict(v) for k, v in light.PRESETS.items()} == {
+        k: dataclasses.asdict(v) for k, v in module.PRESETS.items()}
+    assert getattr(light, "EVAL_KEYS", ()) == getattr(module, "EVAL_KEYS", ())
+    assert hasattr(light, "check_config") == hasattr(module, "check_config")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "rnn", "--preset", "nosuch"], "error: unknown preset 'nosuch'; choose one of: default, tiny"),
+    (["train", "wavenet", "--set", "epochs=0"], "error: epochs=0: must be at least 1"),
+    (["eval", "diffusion", "--set", "eval_rows=ddim-5x"], "error: eval_rows: sampler rows look like ddim-50, "
+                                                          "ddpm-1000 or ddim-50@2 (guidance 2), got 'ddim-5x'"),
+    (["export", "transformer", "--set", "seq_len=999"], "error: seq_len=999 exceeds max_context=320"),
+])
+def test_usage_errors_never_import_tensorflow(args, message):
+    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]

@@ -190,6 +190,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ logging after start-up
     try:
         if args.command in ("train", "eval", "export"):
+            if args.command == "train":
+                choose("strategy", args.strategy, ("default", "mirrored", "multiworker"))
+            registry.preset(args.model, args.preset, args.set, light=True)  # usage errors before TensorFlow
             start_tensorflow()
         return args.func(args)
     except UsageError as e:

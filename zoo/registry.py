@@ -11,7 +11,8 @@ A model module provides:
   card(...)                the model-card sections specific to the model
 and may provide EVAL_KEYS: config keys only evaluation reads (overriding them keeps the run folder),
 and check_config(cfg): model-specific checks of a config, raising a one-line UsageError.
-Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow.
+Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow, and
+`preset(..., light=True)` reads a model's presets from its source without importing TensorFlow.
 """
 
 import importlib
@@ -49,12 +50,56 @@ def get(name: str):
     return module
 
 
-def preset(name: str, preset_name: str, assignments=()):
-    from zoo.config import apply_overrides
+def presets_module(name: str):
+    """The part of a model's module that defines its presets, without TensorFlow: the module's
+    `Config` class, `PRESETS`, `EVAL_KEYS` and `check_config`, run from its source with the imports
+    they may use (the standard library's dataclasses, math and typing; zoo.config; zoo.runtime, which
+    never imports TensorFlow). A statement that needs anything else is left out; if that leaves no
+    `Config` or `PRESETS`, this is the real module (imported, TensorFlow and all)."""
+    import ast
+    import importlib.util
+    import types
 
-    from zoo.config import check_values
+    if name in _light:
+        return _light[name]
+    module_name = MODELS[choose("model", name, list(MODELS))]
+    source = importlib.util.find_spec(module_name).origin
+    with open(source, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), source)
+    light = types.ModuleType(module_name + ":presets")
+    light.__file__ = source
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            keep = all(n in ("dataclasses", "math", "typing") or n == "zoo.config" or n.startswith("zoo.runtime")
+                       for n in names)
+        elif isinstance(node, ast.ClassDef):
+            keep = node.name == "Config"
+        elif isinstance(node, ast.FunctionDef):
+            keep = node.name == "check_config"
+        else:
+            keep = isinstance(node, (ast.Assign, ast.AnnAssign))
+        if not keep:
+            continue
+        try:
+            exec(compile(ast.Module([node], []), source, "exec"), light.__dict__)
+        except (NameError, AttributeError, ImportError):
+            continue  # it needs what is left out (e.g. `SAMPLE_DEFAULTS = text.SAMPLE_DEFAULTS`)
+    if not (hasattr(light, "Config") and hasattr(light, "PRESETS")):
+        light = get(name)
+    _light[name] = light
+    return light
 
-    module = get(name)
+
+_light = {}
+
+
+def preset(name: str, preset_name: str, assignments=(), light: bool = False):
+    """The preset's config with `--set` overrides, range-checked. `light=True` checks it without
+    importing the model's module (no TensorFlow): the CLI does that before anything else."""
+    from zoo.config import apply_overrides, check_values
+
+    module = presets_module(name) if light else get(name)
     cfg = apply_overrides(module.PRESETS[choose("preset", preset_name, list(module.PRESETS))], assignments)
     check_values(cfg)
     if hasattr(module, "check_config"):  # what only the model knows, e.g. evaluation options
@@ -66,5 +111,5 @@ def training_overrides(name: str, assignments) -> dict:
     """The `--set` overrides that change what is trained (not those only evaluation reads)."""
     from zoo.config import split_assignments
 
-    eval_keys = getattr(get(name), "EVAL_KEYS", ())
+    eval_keys = getattr(presets_module(name), "EVAL_KEYS", ())
     return {k: v for k, v in split_assignments(assignments).items() if k not in eval_keys}
