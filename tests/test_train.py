@@ -200,3 +200,57 @@ def test_train_on_real_tiny_shakespeare(real_tfds, tmp_path):
     metrics = evaluate("rnn", cfg, tmp_path, data_dir=real_tfds)
     assert metrics["test_chars_scored"] >= 55700
     assert 1.0 < metrics["test_nats_per_char"] < 4.3  # ln(65) = 4.17 for a model that knows nothing
+
+
+KILLABLE_TRAIN = textwrap.dedent("""
+    import sys, time
+    from tests.conftest import mock_data
+    from zoo import train as ztrain
+    from zoo.cli import main
+
+    slow = ztrain.Backup.on_train_batch_end
+    def on_train_batch_end(self, batch, logs=None):  # steps slow enough to be killed mid-epoch
+        time.sleep(0.05)
+        slow(self, batch, logs)
+    ztrain.Backup.on_train_batch_end = on_train_batch_end
+    with mock_data():
+        sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_sigkilled_train_process_resumes_mid_epoch_without_losing_or_repeating_steps(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-c", KILLABLE_TRAIN, "train", "rnn", "--preset", "tiny", "--set", "epochs=3",
+            "--set", "steps_per_epoch=40", "--run-dir", str(run), "--no-eval", "--no-export"]
+    env = dict(os.environ, ZOO_BACKUP_SECONDS="0.3")
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        path = run / "backup" / "state.json"
+        state = json.loads(path.read_text()) if path.exists() else None
+        if state and state["epoch"] >= 1 and state["step"] >= 5:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[0][-3000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads((run / "backup" / "state.json").read_text())
+    assert killed_at["step"] > 0  # mid-epoch
+
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"after {killed_at['epoch']} completed epoch(s) and {killed_at['step']} step(s) of the next"
+            in result.stdout)
+    info = json.loads((run / "run.json").read_text())
+    assert info["resumed"] and info["epochs_completed"] == 3
+    assert info["optimizer_steps"] == 3 * 40  # the steps after the last backup were redone; none skipped or doubled
+    assert [int(r["epoch"]) for r in read_history(run / "history.csv")] == [0, 1, 2]
+    assert not (run / "backup").exists()

@@ -27,7 +27,7 @@ from zoo import registry
 from zoo.models import load_model
 
 STRATEGIES = ("default", "mirrored", "multiworker")
-BACKUP_SECONDS = 120.0  # a kill loses at most about this much training
+BACKUP_SECONDS = float(os.environ.get("ZOO_BACKUP_SECONDS", 120))  # a kill loses at most about this much
 NOT_RESUMED = {"step": 0, "seconds": 0.0}
 
 
@@ -233,6 +233,8 @@ def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, 
     run_dir = Path(run_dir)
     monitor = monitor_of(registry.get(name))
     history = read_history(run_dir / "history.csv")
+    optimizer = getattr(model, "optimizer", None)
+    steps = int(optimizer.iterations.numpy()) if optimizer is not None and optimizer.built else None
     if (run_dir / "best.keras").exists() or model is None:
         model = load_model(run_dir / "best.keras")
     model.save(run_dir / "model.keras")
@@ -249,6 +251,7 @@ def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, 
         "strategy": strategy,
         "params": int(model.count_params()),
         "epochs_completed": len(history),
+        "optimizer_steps": steps,  # all of them, across resumes
         "best_epoch": int(best.get("epoch", -1)) + 1,
         "best_val_loss": best.get(monitor) if monitor else None,
         "train_seconds": sum(row.get("epoch_seconds", 0.0) for row in history),
