@@ -1,0 +1,1 @@
+Bmixture_logitsJ Bè“>Rö¢½êœ&¿8ø/¾Nÿ/¿y¢¿ +V¿eü @
