@@ -32,13 +32,13 @@ list: venv
 	$(PY) -m zoo list
 
 $(addprefix train-,$(MODELS)): train-%: venv
-	ZOO_COMMAND="make train-$*" $(PY) -m zoo train $* $(ARGS)
+	ZOO_COMMAND='make train-$*$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo train $* $(ARGS)
 
 $(addprefix eval-,$(MODELS)): eval-%: venv
-	ZOO_COMMAND="make eval-$*" $(PY) -m zoo eval $* $(ARGS)
+	ZOO_COMMAND='make eval-$*$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo eval $* $(ARGS)
 
 $(addprefix export-,$(MODELS)): export-%: venv
-	ZOO_COMMAND="make export-$*" $(PY) -m zoo export $* $(ARGS)
+	ZOO_COMMAND='make export-$*$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo export $* $(ARGS)
 
 $(addprefix sample-,$(MODELS)): sample-%: venv
 	$(PY) -m zoo sample $* $(ARGS)

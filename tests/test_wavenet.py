@@ -361,3 +361,17 @@ def test_real_spoken_digit_speaker_split(real_tfds):
     assert np.bincount(parts["test"][1]).tolist() == [50] * 10
     frames, lengths = wavenet.prior_sequences(parts["test"][0][:50], 64)
     assert frames.min() >= SILENT_FRAME and 5 < lengths.mean() < 64
+
+
+def test_perturbed_copies_change_speed_and_gain():
+    t = np.arange(8000) / 8000
+    clip = (0.5 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    out, digits = wavenet.perturb([clip, clip[:4000]], np.array([3, 4]), copies=3, seed=0)
+    assert len(out) == 6 and digits.tolist() == [3, 4] * 3
+    for c, n in zip(out, [8000, 4000] * 3):
+        rate = n / len(c)
+        assert 0.85 - 1e-3 < rate < 1.15 + 1e-3  # played 0.85-1.15 times as fast
+        pitch = np.count_nonzero(np.diff(np.sign(c)) > 0) / (len(c) / 8000)
+        assert abs(pitch - 200 * rate) < 3  # the pitch moved with the speed
+        assert 0.5 * 0.5 - 1e-3 < np.abs(c).max() < 1.5 * 0.5 + 1e-3  # gain 0.5-1.5
+    assert len({len(c) for c in out[::2]}) == 3  # each copy its own speed

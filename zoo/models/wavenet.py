@@ -49,6 +49,10 @@ class Config:
     layers_per_stack: int = 10
     frame_channels: int = 64       # the 3-frame convolution over the log-mel frames
     clip_length: int = 5120        # samples per training window (40 frames): the whole of 90% of clips
+    vocoder_copies: int = 2        # speed- and gain-perturbed copies of each training clip for the vocoder:
+                                   # new "voices" (5 speakers are few); an epoch stays one pass of the originals
+    mel_noise: float = 0.1         # Gaussian noise on the vocoder's log-mel input in training: the prior's
+                                   # frames are not exactly a recording's
     # Prior.
     prior_units: int = 256         # GRU state: 16 ms frames, at most max_frames of them
     prenet_units: int = 128        # Tacotron's pre-net on the previous frame, with dropout 0.5 in
@@ -62,7 +66,8 @@ class Config:
     learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
     sample_rate: int = 8000
     generate_per_digit: int = 20   # generated clips per digit judged by the digit classifier
-    mel_temperature: float = 0.6   # the prior's noise scale when sampling (1: as trained)
+    mel_temperature: float = 0.2   # the prior's noise scale when sampling (1: as trained); per-band noise
+                                   # at 0.6 buried the formants (make eval-wavenet ARGS="--set mel_temperature=0.6")
     resynthesis_clips: int = 0     # held-out clips re-synthesised from their mels (0: all 500)
     judge_epochs: int = 25         # the spoken-digit classifier's training (zoo.metrics.audio_classifier)
     seed: int = 0
@@ -80,7 +85,7 @@ DATASET = Config.dataset
 EVAL_KEYS = ("generate_per_digit", "mel_temperature", "resynthesis_clips", "judge_epochs")
 NUM_CLASSES = 10
 # `seconds` is the longest a clip may grow (the prior ends each word itself); at most max_frames.
-SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.6,
+SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.2,
                    "seed": 0, "out": "samples/wavenet"}
 def check_config(cfg):
     from zoo.config import UsageError
@@ -219,13 +224,13 @@ class WaveNet(keras.Model):
     logits [B, T, 256] for the code after each one (T <= F * HOP)."""
 
     def __init__(self, residual_channels=32, skip_channels=64, stacks=1, layers_per_stack=10, frame_channels=64,
-                 prior_units=256, prenet_units=128, mixtures=4, prior_dropout=0.5, max_frames=64,
+                 prior_units=256, prenet_units=128, mixtures=4, prior_dropout=0.5, max_frames=64, mel_noise=0.0,
                  num_classes=NUM_CLASSES, sample_rate=8000, **kwargs):
         super().__init__(**kwargs)
         self.residual_channels, self.skip_channels = residual_channels, skip_channels
         self.stacks, self.layers_per_stack, self.frame_channels = stacks, layers_per_stack, frame_channels
         self.prior_units, self.prenet_units, self.mixtures = prior_units, prenet_units, mixtures
-        self.prior_dropout, self.max_frames = prior_dropout, max_frames
+        self.prior_dropout, self.max_frames, self.mel_noise = prior_dropout, max_frames, mel_noise
         self.num_classes, self.sample_rate = num_classes, sample_rate
         self.dilations = [2**i for _ in range(stacks) for i in range(layers_per_stack)]
         self.receptive_field = sum(self.dilations) + 1
@@ -337,7 +342,10 @@ class WaveNet(keras.Model):
 
     def _stage_losses(self, data, training):
         vocoder, prior = data
-        v, v_count = self.vocoder_nll(vocoder["codes"], vocoder["mel"], vocoder["digit"], vocoder["weight"], training)
+        mel = vocoder["mel"]
+        if training and self.mel_noise:
+            mel = mel + tf.random.normal(tf.shape(mel), stddev=self.mel_noise)
+        v, v_count = self.vocoder_nll(vocoder["codes"], mel, vocoder["digit"], vocoder["weight"], training)
         p, p_count = self.prior_nll(prior["frames"], prior["lengths"], prior["digit"], training)
         self.vocoder_tracker.update_state(v, sample_weight=v_count)
         self.prior_tracker.update_state(p, sample_weight=p_count)
@@ -362,7 +370,8 @@ class WaveNet(keras.Model):
                       stacks=self.stacks, layers_per_stack=self.layers_per_stack,
                       frame_channels=self.frame_channels, prior_units=self.prior_units,
                       prenet_units=self.prenet_units, mixtures=self.mixtures, prior_dropout=self.prior_dropout,
-                      max_frames=self.max_frames, num_classes=self.num_classes, sample_rate=self.sample_rate)
+                      max_frames=self.max_frames, mel_noise=self.mel_noise, num_classes=self.num_classes,
+                      sample_rate=self.sample_rate)
         return config
 
 
@@ -405,6 +414,21 @@ def prior_sequences(clips: list, max_frames: int, sample_rate: int = 8000):
     return frames, lengths
 
 
+def perturb(clips: list, digits: np.ndarray, copies: int, seed: int):
+    """`copies` new versions of each clip: played 0.85-1.15 times as fast (linear interpolation; pitch
+    and formants move with it, as between voices) at 0.5-1.5 times the gain. (clips, digits)."""
+    rng = np.random.default_rng(seed)
+    out, labels = [], []
+    for _ in range(copies):
+        for clip, digit in zip(clips, digits):
+            rate = rng.uniform(0.85, 1.15)
+            positions = np.arange(0, len(clip) - 1, rate)
+            out.append(np.clip(np.interp(positions, np.arange(len(clip)), clip) * rng.uniform(0.5, 1.5), -1, 1)
+                       .astype(np.float32))
+            labels.append(digit)
+    return out, np.asarray(labels, np.int32)
+
+
 def split_clips(cfg, data_dir=None) -> dict:
     return zdata.speaker_split(cfg.dataset, cfg.test_speaker, cfg.val_from, data_dir)
 
@@ -422,12 +446,17 @@ def load_data(cfg, data_dir=None) -> AudioData:
 
     def dataset(part, training):
         clips, digits = parts[part]
+        frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)  # the prior learns real voices
+        if training and cfg.vocoder_copies:
+            extra, extra_digits = perturb(clips, digits, cfg.vocoder_copies, cfg.seed)
+            clips, digits_v = clips + extra, np.concatenate([digits, extra_digits])
+        else:
+            digits_v = digits
         codes, mel, weight = vocoder_windows(clips, cfg.clip_length, cfg.sample_rate)
-        frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)
-        vocoder = tf.data.Dataset.from_tensor_slices({"codes": codes, "mel": mel, "weight": weight, "digit": digits})
+        vocoder = tf.data.Dataset.from_tensor_slices({"codes": codes, "mel": mel, "weight": weight, "digit": digits_v})
         prior = tf.data.Dataset.from_tensor_slices({"frames": frames, "lengths": lengths, "digit": digits})
         if training:  # two endless streams, each reshuffled on every pass
-            vocoder = vocoder.shuffle(len(digits), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+            vocoder = vocoder.shuffle(len(digits_v), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
             prior = prior.shuffle(len(digits), seed=cfg.seed + 1, reshuffle_each_iteration=True).repeat()
             return (tf.data.Dataset.zip(vocoder.batch(cfg.batch_size, drop_remainder=True),
                                         prior.batch(cfg.prior_batch_size, drop_remainder=True))
@@ -446,7 +475,7 @@ def load_data(cfg, data_dir=None) -> AudioData:
 def build_model(cfg, data=None):
     model = WaveNet(cfg.residual_channels, cfg.skip_channels, cfg.stacks, cfg.layers_per_stack, cfg.frame_channels,
                     cfg.prior_units, cfg.prenet_units, cfg.mixtures, cfg.prior_dropout, cfg.max_frames,
-                    sample_rate=cfg.sample_rate)
+                    cfg.mel_noise, sample_rate=cfg.sample_rate)
     model.build()
     steps = cfg.epochs * (data.steps_per_epoch if data is not None else 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps), alpha=0.1)
