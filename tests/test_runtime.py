@@ -256,3 +256,29 @@ def test_progress_line_is_one_line_and_quiet_off_a_terminal(capsys):
     with Progress(4, "quiet") as progress:  # stderr is captured here, not a terminal
         progress.update(4)
     assert capsys.readouterr().err == ""
+
+
+def test_tampering_with_any_kind_of_export_file_is_refused(trained, tmp_path):
+    """One changed byte in any file the manifest lists (ONNX graph, Keras model, SavedModel, test data,
+    samples, card) and a missing or unreadable manifest: `load` refuses, naming the file."""
+    import shutil
+
+    source = trained("wavenet")["export"]
+    files = json.loads((source / "manifest.json").read_text())["files"]
+    kinds = {}
+    for rel in files:  # one file of each kind: by folder and ending
+        kinds.setdefault((rel.split("/")[0] if "/" in rel else "", rel.rsplit(".", 1)[-1]), rel)
+    assert {"step.onnx", "model.keras", "README.md"} <= set(kinds.values()) and len(kinds) >= 7
+    for rel in kinds.values():
+        export = tmp_path / rel.replace("/", "_")
+        shutil.copytree(source, export)
+        data = bytearray((export / rel).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (export / rel).write_bytes(bytes(data))
+        with pytest.raises(ExportFileError, match=f"{rel} does not match its sha256"):
+            runtime.load(export)
+    export = tmp_path / "bad-manifest"
+    shutil.copytree(source, export)
+    (export / "manifest.json").write_text("{ not json")
+    with pytest.raises(ExportFileError, match="manifest.json is not valid JSON"):
+        runtime.load(export)

@@ -126,6 +126,17 @@ def test_resuming_with_another_config_is_refused(tmp_path, mock_tfds):
     assert train("rnn", other, "tiny", tmp_path, verbose=0, fresh=True) is not None
 
 
+def test_a_resume_compares_configs_as_saved_and_ignores_evaluation_keys(tmp_path):
+    from zoo.train import prepare_run_dir
+
+    config = {"widths": (8, 16), "epochs": 3, "eval_rows": ("ddim-5",)}
+    assert prepare_run_dir(tmp_path, config, fresh=False) == "new"
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "state.json").write_text('{"epoch": 1, "step": 0}')
+    assert prepare_run_dir(tmp_path, config, False, ("eval_rows",)) == "resume"  # tuples saved as lists
+    assert prepare_run_dir(tmp_path, dict(config, eval_rows=("ddim-9",)), False, ("eval_rows",)) == "resume"
+
+
 MIRRORED_TRAIN = textwrap.dedent("""
     import json, sys
     import tensorflow as tf

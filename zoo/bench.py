@@ -260,6 +260,53 @@ def bench_audio(name, export_dir, samples, recompute_samples, batches):
     return rows
 
 
+def bench_wavenet_stages(run_dir, steps=30, rounds=3):
+    """Seconds per training step of each wavenet stage alone (the default run trains both in one
+    step): the same batches, the stages' own losses and weights, alternated `rounds` times in one
+    process. Returns rows (stage, seconds per step) and the share of the joint step."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from zoo.models import load_model, wavenet
+
+    cfg = wavenet.Config(**json.loads((Path(run_dir) / "run.json").read_text())["config"])
+    data = wavenet.load_data(cfg)
+    model = load_model(Path(run_dir) / "model.keras")
+    prior_vars = model.prior.trainable_variables
+    prior_ids = {id(v) for v in prior_vars}
+    vocoder_vars = [v for v in model.trainable_variables if id(v) not in prior_ids]
+    optimizers = {"vocoder": keras.optimizers.Adam(1e-4), "prior": keras.optimizers.Adam(1e-4)}
+
+    def step_fn(stage):
+        @tf.function
+        def step(vocoder, prior):
+            with tf.GradientTape() as tape:
+                if stage == "vocoder":
+                    loss, _ = model.vocoder_nll(vocoder["codes"], vocoder["mel"], vocoder["digit"], vocoder["weight"], True)
+                else:
+                    loss, _ = model.prior_nll(prior["frames"], prior["lengths"], prior["digit"], True)
+            variables = vocoder_vars if stage == "vocoder" else prior_vars
+            optimizers[stage].apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return step
+
+    steps_fns = {stage: step_fn(stage) for stage in ("vocoder", "prior")}
+    batches = list(data.train.take(steps))
+    seconds = {stage: [] for stage in steps_fns}
+    for stage, fn in steps_fns.items():
+        fn(*batches[0])  # trace
+    for _ in range(rounds):
+        for stage, fn in steps_fns.items():
+            start = time.perf_counter()
+            for batch in batches:
+                fn(*batch)
+            seconds[stage].append((time.perf_counter() - start) / len(batches))
+    per_step = {stage: min(v) for stage, v in seconds.items()}
+    total = sum(per_step.values())
+    return [(stage, per_step[stage], per_step[stage] / total) for stage in per_step]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,8 +324,16 @@ def main(argv=None):
     parser.add_argument("--audio-samples", type=int, default=16000, help="wavenet: samples per stream, cached")
     parser.add_argument("--recompute-samples", type=int, default=400, help="wavenet: the same, recomputing")
     parser.add_argument("--audio-batches", default="1,16", help="wavenet batch sizes")
+    parser.add_argument("--wavenet-stages", metavar="RUN_DIR",
+                        help="instead of generation: seconds per training step of each wavenet stage of the run "
+                             "in RUN_DIR (e.g. runs/wavenet/default), alone, alternated in one process")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.wavenet_stages:
+        print("| stage | seconds per training step | share of the two |\n|---|---:|---:|")
+        for stage, seconds, share in bench_wavenet_stages(args.wavenet_stages):
+            print(f"| {stage} | {seconds:.3f} | {100 * share:.0f}% |")
+        return
     batches = [int(b) for b in args.batches.split(",")]
     rows, cached_rows, audio_rows, pixel_rows, diffusion_rows = [], [], [], [], []
     names = args.models.split(",")

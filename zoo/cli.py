@@ -18,6 +18,7 @@ from zoo.config import UsageError, ZooError, apply_dict_overrides, choose
 from zoo.runtime.core import ExportFileError
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1
+STRATEGIES = ("default", "mirrored", "multiworker")  # zoo.train.make_strategy's names
 # What TensorFlow's C++ side prints when it starts on a machine without a GPU (absl writes it to
 # stderr before its log is initialised, whatever TF_CPP_MIN_LOG_LEVEL says).
 CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} [\d:. ]+\d+ "
@@ -54,7 +55,6 @@ def start_tensorflow():
 def _overrides_name(changed: dict) -> str:
     """{'epochs': '4', 'lstm_units': '256'} -> 'epochs=4,lstm_units=256' (a folder name)."""
     import hashlib
-    import re
 
     text = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
     safe = re.sub(r"[^A-Za-z0-9._=,-]", "_", text)
@@ -87,7 +87,7 @@ def cmd_list(args):
 
 
 def cmd_train(args):
-    choose("strategy", args.strategy, ("default", "mirrored", "multiworker"))
+    choose("strategy", args.strategy, STRATEGIES)
     cfg = registry.preset(args.model, args.preset, args.set)
     from zoo.train import train
 
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     try:
         if args.command in ("train", "eval", "export"):
             if args.command == "train":
-                choose("strategy", args.strategy, ("default", "mirrored", "multiworker"))
+                choose("strategy", args.strategy, STRATEGIES)
             registry.preset(args.model, args.preset, args.set, light=True)  # usage errors before TensorFlow
             start_tensorflow()
         return args.func(args)

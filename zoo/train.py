@@ -26,7 +26,6 @@ import tensorflow as tf
 from zoo import registry
 from zoo.models import load_model
 
-STRATEGIES = ("default", "mirrored", "multiworker")
 BACKUP_SECONDS = float(os.environ.get("ZOO_BACKUP_SECONDS", 120))  # a kill loses at most about this much
 NOT_RESUMED = {"step": 0, "seconds": 0.0}
 
@@ -136,11 +135,12 @@ def _config_changes(old: dict, new: dict) -> str:
                      if old.get(k) != new.get(k))
 
 
-def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> str:
+def prepare_run_dir(run_dir: Path, config: dict, fresh: bool, eval_keys=()) -> str:
     """'new', 'resume' or 'finished'. Nothing in an earlier run is deleted: with `fresh` it is moved
-    aside to RUN_DIR.<time>; a resume with another config is a one-line UsageError."""
+    aside to RUN_DIR.<time>; a resume with another config (`eval_keys` aside) is a one-line UsageError."""
     from zoo.config import UsageError
 
+    config = json.loads(json.dumps(config))  # as config.json holds it (tuples as lists)
     saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
     unfinished = Backup.state(run_dir / "backup") is not None
     earlier = any((run_dir / f).exists() for f in ("config.json", "run.json", "history.csv", "backup", "best.keras"))
@@ -150,10 +150,11 @@ def prepare_run_dir(run_dir: Path, config: dict, fresh: bool) -> str:
         print(f"kept the earlier run of {run_dir} in {kept}")
         unfinished, saved = False, None
     if unfinished:
-        if saved is not None and saved != config:
-            raise UsageError(f"{run_dir} holds an unfinished run with another config ({_config_changes(saved, config)}): "
-                             "start it again with the settings it had to resume, or add --fresh to start afresh "
-                             "(the unfinished run is kept beside it)")
+        trained = {k: v for k, v in config.items() if k not in eval_keys}
+        if saved is not None and {k: v for k, v in saved.items() if k not in eval_keys} != trained:
+            raise UsageError(f"{run_dir} holds an unfinished run with another config "
+                             f"({_config_changes(saved, config)}): start it again with the settings it had to "
+                             "resume, or add --fresh to start afresh (the unfinished run is kept beside it)")
         return "resume"
     if (run_dir / "run.json").exists():
         return "finished"
@@ -168,7 +169,7 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
     None when run_dir holds a finished run (said in one line; `fresh=True` trains again)."""
     module = registry.get(name)
     run_dir = Path(run_dir)
-    status = prepare_run_dir(run_dir, dataclasses.asdict(cfg), fresh)
+    status = prepare_run_dir(run_dir, dataclasses.asdict(cfg), fresh, getattr(module, "EVAL_KEYS", ()))
     if status == "finished":
         print(f"{run_dir} holds a finished run (run.json): nothing to train; add --fresh to train again "
               f"(the finished run is kept beside it), or --run-dir for another folder")

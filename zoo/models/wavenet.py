@@ -119,7 +119,8 @@ class ResidualBlock(keras.layers.Layer):
         self.built = True
 
     def _gate(self, x, h):
-        z = tf.tanh(h[..., : self.channels]) * tf.sigmoid(h[..., self.channels :])
+        filter_, gate = tf.split(h, 2, axis=-1)  # one Split node rather than two slices
+        z = tf.tanh(filter_) * tf.sigmoid(gate)
         return (x + self.residual(z) if self.has_residual else x), z
 
     def call(self, x, condition):

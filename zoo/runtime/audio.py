@@ -182,7 +182,9 @@ def vocode(step, condition, samples: int, temperature: float, rng) -> np.ndarray
     current = np.full(batch, SILENCE, np.int32)
     with Progress(samples, f"vocoder samples ({batch} clip{'s' if batch > 1 else ''})") as progress:
         for t in range(samples):
-            current = next(samplers)(step(current, condition[:, t // HOP]))
+            if t % HOP == 0:
+                row = condition[:, t // HOP]  # the same array for the frame's HOP samples
+            current = next(samplers)(step(current, row))
             codes[:, t] = current
             if t % HOP == HOP - 1:
                 progress.update(HOP)
@@ -229,6 +231,7 @@ class StepRunner:
         self._condition = np.zeros((batch, info["condition_channels"]), np.float32)
         self._logits = np.zeros((batch, MU + 1), np.float32)
         self._arrays = (self._sample, self._condition, self._logits)
+        self._row = None
         self._on_cpu = device == "cpu"
         if self._on_cpu:
             values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._arrays]
@@ -249,9 +252,13 @@ class StepRunner:
 
     def __call__(self, sample: np.ndarray, condition: np.ndarray) -> np.ndarray:
         """Logits [B, 256] for the next sample, given this one and its conditioning row; advances
-        the queues. The returned array is overwritten by the next call: copy it to keep it."""
+        the queues. The row is copied in only when it is another array than the last call's: pass a
+        new array for a new frame (as `vocode` does), not the same one changed in place. The returned
+        array is overwritten by the next call: copy it to keep it."""
         self._sample[:] = sample
-        self._condition[:] = condition
+        if condition is not self._row:  # a new frame's row (`vocode` passes one array per frame)
+            self._condition[:] = condition
+            self._row = condition
         if not self._on_cpu:
             self._values[0].update_inplace(self._sample)
             self._values[1].update_inplace(self._condition)
