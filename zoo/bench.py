@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.runtime import load, sample_logits, sample_text
+from zoo.runtime.core import Progress
 
 
 def _tf_sampler(model, eager: bool):
@@ -337,9 +338,10 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")]
     rows, cached_rows, audio_rows, pixel_rows, diffusion_rows = [], [], [], [], []
     names = args.models.split(",")
-    for done, name in enumerate(names):
+    progress = Progress(len(names), "benchmarking model")  # each takes minutes
+    for name in names:
         folder = Path(args.exports) / name
-        print(f"bench {done + 1}/{len(names)}: {name}", file=sys.stderr, flush=True)  # each model takes minutes
+        progress.update()
         if not (folder / "manifest.json").exists():
             print(f"skipping {name}: no export in {folder} (make train-{name})")
             continue
@@ -356,6 +358,7 @@ def main(argv=None):
                                         [int(b) for b in args.cached_batches.split(",")])
         else:
             rows += bench_text(name, folder, args.length, batches, args.eager_length)
+    progress.close()
     print_table(f"Recurrent text generation, characters per second, {args.length} characters per stream", "chars/s", rows)
     print_table(f"Transformer generation, tokens per second, {args.new_tokens} new tokens after a "
                 f"{args.prompt_tokens}-token prompt, greedy", "tokens/s", cached_rows)
