@@ -192,7 +192,7 @@ def vocode(step, condition, samples: int, temperature: float, rng) -> np.ndarray
 
 
 def generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames: int, state_size: int,
-                   temperature: float = 1.0, mel_temperature: float = 0.6, seed: int = 0):
+                   temperature: float, mel_temperature: float, seed: int = 0):
     """The two stages: (list of float clips in [-1, 1], frames [B, F, M], lengths [B] in frames).
 
     Each clip is cut at its own end; one random generator drives both stages, frames first.
@@ -299,10 +299,12 @@ def check_request(info: dict, digits, seconds: float, temperature: float, mel_te
 
 
 def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0,
-             mel_temperature: float = 0.6, seed: int = 0) -> list:
+             mel_temperature: float = None, seed: int = 0) -> list:
     """One clip per requested digit, generated together: a list of float arrays in [-1, 1], each
-    as long as the prior made it (at most `seconds`)."""
+    as long as the prior made it (at most `seconds`). `mel_temperature` None: the export's default."""
     info = export.runtime
+    if mel_temperature is None:
+        mel_temperature = info["sample_defaults"]["mel_temperature"]
     if info.get("kind") != "audio-generator":
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
     digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature)
@@ -323,7 +325,7 @@ def resynthesize(export: Export, audio: np.ndarray, digit: int, temperature: flo
 
 
 def write_clips(export: Export, folder, digits="0,1,2,3,4,5,6,7,8,9", seconds: float = 1.0,
-                temperature: float = 1.0, mel_temperature: float = 0.6, seed: int = 0) -> list:
+                temperature: float = 1.0, mel_temperature: float = None, seed: int = 0) -> list:
     """Generate one clip per digit and write `digit_<d>.wav` files into `folder`: the paths."""
     digits = parse_classes(digits, export.runtime["num_classes"], "digits")
     clips = generate(export, digits, seconds, temperature, mel_temperature, seed=seed)
