@@ -752,8 +752,8 @@ def card_sample(folder, manifest) -> str:
     if picture:
         lines += [f"![log-mel spectrograms](samples/{picture.name})", "",
                   "Log-mel spectrograms (80 bands, 50 Hz at the bottom to 4 kHz at the top, 16 ms frames), one row "
-                  "per digit: the generated clip above (left) and the first recording of that digit by the "
-                  "held-out speaker (right)."]
+                  "per digit: the generated clip on the left, the first recording of that digit by the "
+                  "held-out speaker on the right."]
     else:
         lines += ["(No spectrogram picture: the TFDS data for the real recordings was not available.)"]
     return "\n".join(lines)
