@@ -245,6 +245,9 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
                 "parity_max_abs_diff": diffs,
             }
 
+        if hasattr(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
+            module.export_files(model, tmp, info)
+
         manifest = {
             "format": "zoo-export/1",
             "model": name,

@@ -292,4 +292,16 @@ def runtime_info(model) -> dict:
     }
 
 
-card_sample = text.card_sample
+def card_sample(folder, manifest) -> str:
+    from zoo import genai
+
+    return text.card_sample(folder, manifest) + "\n\n" + genai.card_section(manifest)
+
+
+def export_files(model, folder, info) -> list:
+    """ONNX Runtime GenAI's config and tokenizer beside decoder.onnx (zoo.genai): the export folder
+    loads in `onnxruntime_genai.Model` as it is."""
+    from zoo import genai
+
+    return genai.write(folder, info, model.d_model)
+
