@@ -17,7 +17,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv test test-large bench list clean train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv test test-large bench list clean triton train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +50,10 @@ train-classifier: venv
 # wavenet's judge: a spoken-digit classifier scored on the held-out speaker
 train-audio-classifier: venv
 	ZOO_COMMAND='make train-audio-classifier$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo.metrics.audio_classifier $(ARGS)
+
+# A Triton Inference Server model repository from exports/ (python -m zoo triton --help)
+triton: venv
+	$(PY) -m zoo triton --out triton $(ARGS)
 
 test: venv
 	$(PY) -m pytest

@@ -151,7 +151,7 @@ def cmd_sample(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m zoo", description="Train, evaluate, export and sample zoo models.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,train,eval,export,sample}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,train,eval,export,sample,triton}")
     sub.add_parser("list", help="list the models").set_defaults(func=cmd_list)
 
     def with_model(name, func, help):
@@ -182,10 +182,18 @@ def build_parser():
     p.add_argument("--out")
     p = with_model("sample", cmd_sample, "sample from an export with ONNX Runtime (--set prompt=... length=...)")
     p.add_argument("--out", help="the export folder to sample from (default: exports/MODEL)")
+    # Parsed by zoo.triton itself (main() hands it the arguments): listed here for --help.
+    sub.add_parser("triton", help="write a Triton Inference Server model repository from the exports "
+                                  "(python -m zoo triton --help)")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["triton"]:
+        from zoo import triton
+
+        return triton.main(argv[1:])
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ logging after start-up
     try:
