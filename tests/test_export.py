@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from tests.conftest import RECURRENT, TEXT_MODELS
+from tests.conftest import RECURRENT, ROOT, TEXT_MODELS
 from zoo import export as zexport
 from zoo import runtime
 from zoo.runtime.core import sha256_file
@@ -184,3 +184,33 @@ def test_an_export_killed_at_random_moments_leaves_a_whole_export(trained, tmp_p
         runtime.load(out)  # the old export or the new one, whole: every file matches its checksum
     zexport.export("rnn", trained("rnn")["run"], out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["rnn"]  # nothing left behind
+
+
+def read_front_matter(card: str) -> dict:
+    yaml = pytest.importorskip("yaml")
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in (ROOT / "exports").glob("*/manifest.json")),
+                         ids=lambda p: p.name)
+def test_shipped_cards_carry_hub_front_matter_with_the_manifest_metrics(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    meta = read_front_matter((folder / "README.md").read_text())
+    assert meta["license"] == "other" and meta["license_name"] and meta["library_name"] == "keras"
+    assert manifest["model"] in meta["tags"] and "onnx" in meta["tags"]
+    assert meta["datasets"] == [manifest["dataset"]["name"]]
+    measured = zexport.card_metrics(manifest)
+    assert measured and meta["metrics"] == list(measured)
+    [result] = meta["model-index"][0]["results"]
+    assert result["dataset"]["split"] == "test"
+    assert {m["name"]: m["value"] for m in result["metrics"]} == measured  # the very numbers, not rounded
+
+
+def test_a_new_export_card_starts_with_its_front_matter(trained):
+    out = trained("gan")["export"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    meta = read_front_matter((out / "README.md").read_text())
+    assert meta["pipeline_tag"] == "unconditional-image-generation"
+    values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values == zexport.card_metrics(manifest) and "fid" in values

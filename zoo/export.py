@@ -353,6 +353,16 @@ def save_saved_model(model, graphs, tf_fns, path: Path):
     tf.saved_model.save(module, str(path), signatures=signatures)
 
 
+def rewrite_card(name: str, folder) -> Path:
+    """Write an existing export's README.md again from its manifest (samples included), and the
+    manifest's file table: for a card whose code changed, without converting the graphs again."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "README.md").write_text(model_card(registry.get(name), folder, manifest))
+    _write_manifest(folder, manifest)
+    return folder
+
+
 def _write_manifest(folder: Path, manifest: dict):
     manifest["files"] = file_table(folder)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -377,11 +387,51 @@ def _save_without_optimizer(model, path: Path):
     copy.save(path)
 
 
+# Hub metadata (the YAML front matter model hubs read). The project declares no license yet:
+# "other" with this name until it does.
+LICENSE_NAME = "zoo-license-not-declared"
+PIPELINE_TAGS = {"text-cached": "text-generation", "text-recurrent": "text-generation",
+                 "image-generator": "unconditional-image-generation",
+                 "image-autoregressive": "unconditional-image-generation",
+                 "image-diffusion": "unconditional-image-generation"}  # no hub task fits digit -> audio
+
+
+def card_metrics(manifest: dict) -> dict:
+    """The measured numbers of a manifest that a card shows: {name: value}."""
+    return {k: v for k, v in (manifest.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "eval_seconds"}
+
+
+def front_matter(manifest: dict) -> str:
+    """YAML front matter for model hubs, from the manifest: license, library, tags, dataset,
+    pipeline tag, and every measured test metric (`metrics` names them, `model-index` holds the
+    values). Strings are JSON-quoted, which YAML reads as they are."""
+    q = json.dumps
+    kind = (manifest.get("runtime") or {}).get("kind", "")
+    dataset = (manifest.get("dataset") or {}).get("name") or (manifest.get("config") or {}).get("dataset", "")
+    metrics = card_metrics(manifest)
+    lines = ["---", "license: other", f"license_name: {q(LICENSE_NAME)}", f"library_name: {q('keras')}", "tags:"]
+    lines += [f"- {q(t)}" for t in ("zoo", manifest["model"], "onnx", "tensorflow", "keras", kind) if t]
+    if dataset:
+        lines += ["datasets:", f"- {q(dataset)}"]
+    if kind in PIPELINE_TAGS:
+        lines.append(f"pipeline_tag: {q(PIPELINE_TAGS[kind])}")
+    if metrics:
+        lines += ["metrics:"] + [f"- {q(k)}" for k in metrics]
+        task = PIPELINE_TAGS.get(kind, "audio-generation" if kind.startswith("audio") else kind)
+        lines += ["model-index:", f"- name: {q('zoo-' + manifest['model'])}", "  results:",
+                  f"  - task: {{type: {q(task)}}}",
+                  f"    dataset: {{name: {q(dataset)}, type: {q(dataset)}, split: {q('test')}}}",
+                  "    metrics:"]
+        lines += [f"    - {{type: {q(k)}, name: {q(k)}, value: {json.dumps(v)}}}" for k, v in metrics.items()]
+    return "\n".join(lines + ["---", ""])
+
+
 def model_card(module, folder: Path, manifest: dict) -> str:
     """The export's README.md: every number in it is read from the run's own records."""
     name, training, metrics = manifest["model"], manifest["training"], manifest["metrics"]
     summary = (module.__doc__ or "").strip().split("\n\n")
-    lines = [f"# {summary[0]}", ""]
+    lines = [front_matter(manifest), f"# {summary[0]}", ""]
     if len(summary) > 1:
         lines += [" ".join(summary[1].split()), ""]
     lines += [
@@ -413,7 +463,7 @@ def model_card(module, folder: Path, manifest: dict) -> str:
     config = manifest.get("config") or {}
     lines += ["Preset `" + str(manifest.get("preset")) + "`: " +
               ", ".join(f"`{k}={v}`" for k, v in config.items()), ""]
-    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "eval_seconds"}
+    shown = card_metrics(manifest)
     if shown:
         lines += ["## Test metrics", "", f"Measured by `{metrics.get('eval_command')}`:", "",
                   "| metric | value |", "|---|---|"]
