@@ -143,7 +143,7 @@ def cmd_sample(args):
         from zoo.runtime.audio import write_clips
 
         for path in write_clips(export, opts["out"], opts["digits"], opts["seconds"], opts["temperature"],
-                                opts["mel_temperature"], opts["seed"]):
+                                opts["mel_temperature"], opts["seed"], opts.get("vocoder", "wavenet")):
             print(f"wrote {path}")
         return 0
     raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")

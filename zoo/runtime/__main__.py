@@ -27,6 +27,8 @@ def main(argv=None) -> int:
                    help="audio models: the longest a clip may be (the model ends each word itself)")
     s.add_argument("--mel-temperature", type=float, default=None,
                    help="audio models: the noise of the log-mel prior (0: its likeliest frames)")
+    s.add_argument("--vocoder", default="wavenet", choices=("wavenet", "griffin-lim"),
+                   help="audio models: the WaveNet, or Griffin-Lim phase reconstruction of the prior's frames")
     s.add_argument("--sampler", default=None, choices=("ddim", "ddpm"), help="diffusion models: the sampler")
     s.add_argument("--steps", type=int, default=None, help="diffusion models: DDIM steps (DDPM runs all)")
     s.add_argument("--eta", type=float, default=None, help="diffusion models: DDIM noise (0: deterministic)")
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
                                 defaults["seconds"] if args.seconds is None else args.seconds,
                                 defaults["temperature"] if args.temperature is None else args.temperature,
                                 defaults["mel_temperature"] if args.mel_temperature is None else args.mel_temperature,
-                                opts["seed"])
+                                opts["seed"], args.vocoder)
             for path in paths:
                 print(f"wrote {path}")
             return 0

@@ -70,6 +70,44 @@ def mel_filterbank(sample_rate: int = 8000) -> np.ndarray:
 _FILTERS = {}
 
 
+def _filters(sample_rate: int) -> np.ndarray:
+    if sample_rate not in _FILTERS:
+        _FILTERS[sample_rate] = mel_filterbank(sample_rate)
+    return _FILTERS[sample_rate]
+
+
+def _window() -> np.ndarray:
+    return np.hanning(WINDOW + 2)[1:-1]
+
+
+def _frame_layout(samples: int) -> tuple:
+    """(frames, padded length, left padding, [frames, WINDOW] indices into the padded clip)."""
+    frames = -(-samples // HOP)
+    left = (WINDOW - HOP) // 2
+    index = np.arange(frames)[:, None] * HOP + np.arange(WINDOW)[None, :]
+    return frames, frames * HOP + (WINDOW - HOP), left, index
+
+
+def stft(audio: np.ndarray) -> np.ndarray:
+    """Float audio [samples] -> complex spectra [ceil(samples / HOP), FFT // 2 + 1], framed as `log_mel`."""
+    audio = np.asarray(audio, np.float64).reshape(-1)
+    frames, length, left, index = _frame_layout(len(audio))
+    padded = np.zeros(length)
+    padded[left : left + len(audio)] = audio
+    return np.fft.rfft(padded[index] * _window(), FFT)
+
+
+def istft(spectra: np.ndarray, samples: int) -> np.ndarray:
+    """The least-squares inverse of `stft` (weighted overlap-add): float64 audio [samples]."""
+    frames, length, left, index = _frame_layout(samples)
+    window = _window()
+    pieces = np.fft.irfft(spectra, FFT)[:, :WINDOW] * window
+    out, norm = np.zeros(length), np.zeros(length)
+    np.add.at(out, index, pieces)
+    np.add.at(norm, index, np.broadcast_to(window**2, pieces.shape))
+    return (out / np.maximum(norm, 1e-8))[left : left + samples]
+
+
 def log_mel(audio: np.ndarray, sample_rate: int = 8000) -> np.ndarray:
     """Float audio [samples] in [-1, 1] -> normalised log-mel frames [ceil(samples / HOP), MEL_BINS].
 
@@ -77,19 +115,32 @@ def log_mel(audio: np.ndarray, sample_rate: int = 8000) -> np.ndarray:
     frame f is centred on its own HOP samples. float32.
     """
     audio = np.asarray(audio, np.float64).reshape(-1)
-    frames = -(-len(audio) // HOP)
-    if frames == 0:
+    if len(audio) == 0:
         return np.zeros((0, MEL_BINS), np.float32)
-    if sample_rate not in _FILTERS:
-        _FILTERS[sample_rate] = mel_filterbank(sample_rate)
-    left = (WINDOW - HOP) // 2
-    padded = np.zeros(left + frames * HOP + (WINDOW - HOP) - left)
-    padded[left : left + len(audio)] = audio
-    index = np.arange(frames)[:, None] * HOP + np.arange(WINDOW)[None, :]
-    spectrum = np.abs(np.fft.rfft(padded[index] * np.hanning(WINDOW + 2)[1:-1], FFT))
-    magnitude = spectrum @ _FILTERS[sample_rate]
+    magnitude = np.abs(stft(audio)) @ _filters(sample_rate)
     log = np.log10(np.maximum(magnitude, 10.0**LOG_FLOOR))
     return ((log - MEL_CENTER) / MEL_SCALE).astype(np.float32)
+
+
+def griffin_lim(frames: np.ndarray, iterations: int = 60, momentum: float = 0.99, seed: int = 0,
+                sample_rate: int = 8000) -> np.ndarray:
+    """Normalised log-mel frames [F, MEL_BINS] -> float32 audio [F * HOP] in [-1, 1], without a
+    network: the mel magnitudes mapped back to FFT bins by the filterbank's pseudo-inverse, then
+    a phase found by the fast Griffin-Lim algorithm (Perraudin et al., 2013: Griffin and Lim's
+    alternating projections with `momentum`) from a random start drawn with `seed`. A reference
+    vocoder: it shows what the frames alone carry, apart from what the WaveNet makes of them."""
+    frames = np.asarray(frames, np.float64)
+    magnitude = np.maximum((10.0 ** (frames * MEL_SCALE + MEL_CENTER)) @ np.linalg.pinv(_filters(sample_rate)), 0.0)
+    samples = len(frames) * HOP
+    rng = np.random.default_rng(seed)
+    target = magnitude * np.exp(2j * np.pi * rng.random(magnitude.shape))
+    previous = np.zeros_like(target)
+    for _ in range(iterations):
+        projected = stft(istft(target, samples))
+        accelerated = projected + momentum * (projected - previous)
+        previous = projected
+        target = magnitude * np.exp(1j * np.angle(accelerated))
+    return np.clip(istft(target, samples), -1.0, 1.0).astype(np.float32)
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> Path:
@@ -191,14 +242,21 @@ def vocode(step, condition, samples: int, temperature: float, rng) -> np.ndarray
     return codes
 
 
+VOCODERS = ("wavenet", "griffin-lim")
+
+
 def generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames: int, state_size: int,
-                   temperature: float, mel_temperature: float, seed: int = 0):
+                   temperature: float, mel_temperature: float, seed: int = 0, vocoder: str = "wavenet"):
     """The two stages: (list of float clips in [-1, 1], frames [B, F, M], lengths [B] in frames).
 
     Each clip is cut at its own end; one random generator drives both stages, frames first.
+    vocoder "griffin-lim": the frames become audio by `griffin_lim` instead of the WaveNet
+    (condition_fn and vocoder_step are not called; `temperature` does not apply).
     """
     rng = np.random.default_rng(seed)
     frames, lengths = sample_frames(prior_step, digits, max_frames, state_size, mel_temperature, rng)
+    if vocoder == "griffin-lim":
+        return [griffin_lim(frames[i, : lengths[i]], seed=seed + i) for i in range(len(digits))], frames, lengths
     codes = vocode(vocoder_step, np.asarray(condition_fn(frames, digits)), frames.shape[1] * HOP, temperature, rng)
     audio = mu_law_decode(codes)
     return [audio[i, : lengths[i] * HOP] for i in range(len(digits))], frames, lengths
@@ -267,8 +325,9 @@ class StepRunner:
         return self._logits if self._on_cpu else self._values[2].numpy()
 
 
-def _onnx_stages(export: Export, batch: int):
-    """(prior_step, condition_fn, vocoder_step) callables on the export's three graphs."""
+def _onnx_stages(export: Export, batch: int, vocoder: bool = True):
+    """(prior_step, condition_fn, vocoder_step) callables on the export's three graphs (vocoder
+    False: the prior's only, the others None)."""
     info = export.runtime
     prior = export.session(info["prior_graph"], threads=1)
     prior_outputs = ["mixture_logits", "means", "log_scales", "stop_logit", "next_state"]
@@ -280,11 +339,14 @@ def _onnx_stages(export: Export, batch: int):
         return export.run(info["condition_graph"], {"mel": np.ascontiguousarray(frames, np.float32),
                                                     "digit": np.asarray(digits, np.int32)})["condition"]
 
-    return prior_step, condition_fn, StepRunner(export, batch)
+    return prior_step, condition_fn, StepRunner(export, batch) if vocoder else None
 
 
-def check_request(info: dict, digits, seconds: float, temperature: float, mel_temperature: float) -> tuple:
+def check_request(info: dict, digits, seconds: float, temperature: float, mel_temperature: float,
+                  vocoder: str = "wavenet") -> tuple:
     """(digits array, max frames) for a request, or a one-line ValueError."""
+    if vocoder not in VOCODERS:
+        raise ValueError(f"vocoder must be one of {', '.join(VOCODERS)}, got {vocoder!r}")
     digits = parse_classes(digits, info["num_classes"], "digits")
     if not np.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"seconds must be a positive number (the longest clip), got {seconds}")
@@ -299,18 +361,19 @@ def check_request(info: dict, digits, seconds: float, temperature: float, mel_te
 
 
 def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0,
-             mel_temperature: float = None, seed: int = 0) -> list:
+             mel_temperature: float = None, seed: int = 0, vocoder: str = "wavenet") -> list:
     """One clip per requested digit, generated together: a list of float arrays in [-1, 1], each
-    as long as the prior made it (at most `seconds`). `mel_temperature` None: the export's default."""
+    as long as the prior made it (at most `seconds`). `mel_temperature` None: the export's default.
+    `vocoder`: "wavenet" (the model's) or "griffin-lim" (no network: `griffin_lim`)."""
     info = export.runtime
     if mel_temperature is None:
         mel_temperature = info["sample_defaults"]["mel_temperature"]
     if info.get("kind") != "audio-generator":
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
-    digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature)
-    prior_step, condition_fn, vocoder_step = _onnx_stages(export, len(digits))
+    digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature, vocoder)
+    prior_step, condition_fn, vocoder_step = _onnx_stages(export, len(digits), vocoder == "wavenet")
     clips, _, _ = generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames, info["prior_units"],
-                                 temperature, mel_temperature, seed)
+                                 temperature, mel_temperature, seed, vocoder)
     return clips
 
 
@@ -325,9 +388,10 @@ def resynthesize(export: Export, audio: np.ndarray, digit: int, temperature: flo
 
 
 def write_clips(export: Export, folder, digits="0,1,2,3,4,5,6,7,8,9", seconds: float = 1.0,
-                temperature: float = 1.0, mel_temperature: float = None, seed: int = 0) -> list:
+                temperature: float = 1.0, mel_temperature: float = None, seed: int = 0,
+                vocoder: str = "wavenet") -> list:
     """Generate one clip per digit and write `digit_<d>.wav` files into `folder`: the paths."""
     digits = parse_classes(digits, export.runtime["num_classes"], "digits")
-    clips = generate(export, digits, seconds, temperature, mel_temperature, seed=seed)
+    clips = generate(export, digits, seconds, temperature, mel_temperature, seed=seed, vocoder=vocoder)
     return [write_wav(Path(folder) / f"digit_{d}.wav", clip, export.runtime["sample_rate"])
             for d, clip in zip(digits, clips)]
