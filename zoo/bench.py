@@ -308,6 +308,47 @@ def bench_wavenet_stages(run_dir, steps=30, rounds=3):
     return [(stage, per_step[stage], per_step[stage] / total) for stage in per_step]
 
 
+def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = 300, threads=(1, 2)) -> dict:
+    """One step at batch 1 of two ONNX graphs with the same inputs and outputs (a shipped graph and
+    its rewrite), timed alternately in this process: {threads: (old us, new us)}, node counts, and
+    the largest output difference. Dynamic axes: batch 1, one new position, `past` cached ones."""
+    import onnx
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    sizes = {"batch": 1, "time": 1, "sequence": 1, "past_sequence": past}
+    proto = onnx.load(str(old), load_external_data=False)
+    feed = {}
+    for vi in proto.graph.input:
+        t = vi.type.tensor_type
+        shape = [d.dim_value or sizes.get(d.dim_param, 1) for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+        if np.issubdtype(dtype, np.integer):
+            high = 10 if vi.name != "position_ids" else past + 1
+            feed[vi.name] = (np.full(shape, past, dtype) if vi.name == "position_ids"
+                             else rng.integers(0, high, shape).astype(dtype))
+        else:
+            feed[vi.name] = (rng.standard_normal(shape) * 0.5).astype(dtype)
+    out = {"nodes": (len(proto.graph.node), len(onnx.load(str(new), load_external_data=False).graph.node))}
+    for n in threads:
+        sessions = []
+        for path in (old, new):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = n, 1
+            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        results = [s.run(None, feed) for s in sessions]
+        out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(*results))
+        times = [[], []]
+        for _ in range(rounds):
+            for i, s in enumerate(sessions):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    s.run(None, feed)
+                times[i].append((time.perf_counter() - start) / steps * 1e6)
+        out[n] = tuple(float(np.median(t)) for t in times)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,8 +369,19 @@ def main(argv=None):
     parser.add_argument("--wavenet-stages", metavar="RUN_DIR",
                         help="instead of generation: seconds per training step of each wavenet stage of the run "
                              "in RUN_DIR (e.g. runs/wavenet/default), alone, alternated in one process")
+    parser.add_argument("--compare-graphs", nargs=2, metavar=("OLD", "NEW"),
+                        help="instead of generation: one step of two ONNX graphs with the same inputs (a graph and "
+                             "its rewrite), batch 1, alternated in one process, on 1 and 2 threads")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.compare_graphs:
+        result = compare_graphs(*args.compare_graphs)
+        print(f"nodes: {result['nodes'][0]} -> {result['nodes'][1]}; outputs differ by at most {result['max_abs_diff']:.2g}")
+        print("| threads | old us/step | new us/step | speed-up |\n|---:|---:|---:|---:|")
+        for n in (1, 2):
+            a, b = result[n]
+            print(f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
+        return
     if args.wavenet_stages:
         print("| stage | seconds per training step | share of the two |\n|---|---:|---:|")
         for stage, seconds, share in bench_wavenet_stages(args.wavenet_stages):

@@ -53,6 +53,9 @@ class Graph:
                                    # outputs appear in the ONNX graph in this dict's order
     example: Callable              # example(rng) -> {input name: np.ndarray}: random inputs, random sizes
     ranges: dict = dataclasses.field(default_factory=dict)  # integer input -> (lo, hi): lo <= value < hi
+    # build(opset) -> onnx.ModelProto written from the weights (zoo/onnx_build.py) instead of tf2onnx's
+    # conversion of `fn`; checked against Keras and the SavedModel the same way.
+    build: Callable = None
 
     def tf_function(self):
         return tf.function(self.fn, input_signature=self.input_signature)
@@ -77,10 +80,13 @@ def to_onnx(graph: Graph, metadata: dict):
     import onnx
     import tf2onnx
 
-    with tf.device("/CPU:0"):  # cuDNN RNN kernels do not convert; trace the CPU ones
-        proto, _ = tf2onnx.convert.from_function(
-            graph.tf_function(), input_signature=graph.input_signature, opset=OPSET
-        )
+    if graph.build is not None:
+        proto = graph.build(OPSET)
+    else:
+        with tf.device("/CPU:0"):  # cuDNN RNN kernels do not convert; trace the CPU ones
+            proto, _ = tf2onnx.convert.from_function(
+                graph.tf_function(), input_signature=graph.input_signature, opset=OPSET
+            )
     _set_axes(proto.graph.input, graph.axes)
     _set_axes(proto.graph.output, graph.axes)
     # tf2onnx orders outputs by sorted name; use the order `axes` lists them in (next_h_0, next_c_0, ...).
@@ -358,6 +364,7 @@ def rewrite_card(name: str, folder) -> Path:
     manifest's file table: for a card whose code changed, without converting the graphs again."""
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].pop("README.md", None)  # the card lists the other files, as a new export's does
     (folder / "README.md").write_text(model_card(registry.get(name), folder, manifest))
     _write_manifest(folder, manifest)
     return folder

@@ -81,6 +81,13 @@ def build_model(cfg, data):
 
 evaluate = text.evaluate_recurrent
 EVAL_NOTE = text.RECURRENT_EVAL_NOTE
-export_graphs = text.recurrent_graphs
+def export_graphs(model):
+    """The step graph, written in ONNX as one `GRU` op (zoo/onnx_build.py): tf2onnx turns the Keras
+    GRU into a `Loop` of primitive ops that runs ~3x slower."""
+    from zoo import onnx_build
+
+    [graph] = text.recurrent_graphs(model)
+    graph.build = lambda opset: onnx_build.char_gru_step(model, opset)
+    return [graph]
 runtime_info = text.runtime_info
 card_sample = text.card_sample

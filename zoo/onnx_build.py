@@ -1,0 +1,160 @@
+"""Step graphs written directly in ONNX from a Keras model's weights, where tf2onnx's conversion is
+slow to run: a Keras GRU called on a sequence converts to an ONNX `Loop` of primitive ops (the
+weights carried as loop state), where one ONNX `GRU` op does the same work ~3x faster.
+
+A builder returns an `onnx.ModelProto` with the same input and output names as the Keras graph it
+replaces; `zoo.export` checks it against Keras and the SavedModel exactly as it checks tf2onnx's
+output, so a wrong weight layout here refuses the export rather than shipping.
+"""
+
+import numpy as np
+
+
+class GraphBuilder:
+    """A few helpers over onnx.helper: initializers from numpy, nodes with generated output names."""
+
+    def __init__(self, name: str):
+        self.name, self.nodes, self.initializers, self._count, self._names = name, [], [], 0, set()
+
+    def const(self, name: str, value) -> str:
+        """An initializer (once per name: shared constants are made by every caller that needs them)."""
+        from onnx import numpy_helper
+
+        if name not in self._names:
+            self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+            self._names.add(name)
+        return name
+
+    def op(self, op_type: str, inputs: list, outputs=1, **attrs):
+        from onnx import helper
+
+        if isinstance(outputs, int):
+            outputs = [f"{op_type.lower()}_{self._count}_{i}" for i in range(outputs)]
+            self._count += 1
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, **attrs))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def model(self, inputs: list, outputs: list, opset: int):
+        """inputs/outputs: (name, numpy dtype, shape with None or a name for dynamic axes)."""
+        from onnx import helper
+
+        def info(name, dtype, shape):
+            return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+        graph = helper.make_graph(self.nodes, self.name, [info(*i) for i in inputs], [info(*o) for o in outputs],
+                                  self.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def gru_weights(gru) -> tuple:
+    """A Keras GRU's (W [1, 3H, in], R [1, 3H, H], B [1, 6H]) in ONNX's layout.
+
+    Keras keeps the gates as (update z, reset r, candidate h) in the columns of kernel [in, 3H] and
+    recurrent_kernel [H, 3H], with `reset_after=True` a bias [2, 3H] (input, recurrent): ONNX's
+    order z, r, h in rows, and its `linear_before_reset=1` (the reset gate multiplies the recurrent
+    candidate after its bias), so transposing is the whole mapping."""
+    cell = getattr(gru, "cell", gru)
+    if not cell.reset_after or cell.activation.__name__ != "tanh" or cell.recurrent_activation.__name__ != "sigmoid":
+        raise ValueError("only Keras's default GRU (reset_after, tanh, sigmoid) maps onto ONNX GRU here")
+    kernel, recurrent, bias = (np.asarray(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    bias = bias.reshape(2, -1)
+    return (kernel.T[None].astype(np.float32), recurrent.T[None].astype(np.float32),
+            np.concatenate([bias[0], bias[1]])[None].astype(np.float32))
+
+
+def char_gru_step(model, opset: int):
+    """`rnn`'s step graph: tokens int32 [batch, time], state [batch, H] -> logits [batch, time, V],
+    next_state [batch, H]: Gather (embedding), one ONNX GRU, MatMul + Add (the dense head)."""
+    b = GraphBuilder("rnn_step")
+    hidden, vocab = model.rnn_units, model.vocab_size
+    w, r, bias = gru_weights(model.gru)
+    x = b.op("Gather", [b.const("embedding", np.asarray(model.embedding.embeddings, np.float32)), "tokens"], axis=0)
+    x = b.op("Transpose", [x], perm=[1, 0, 2])  # [time, batch, E]: ONNX's sequence-first layout
+    h0 = b.op("Unsqueeze", ["state", b.const("axis0", np.array([0], np.int64))])
+    y, h = b.op("GRU", [x, b.const("W", w), b.const("R", r), b.const("B", bias), "", h0], outputs=2,
+                hidden_size=hidden, linear_before_reset=1)
+    y = b.op("Squeeze", [y, b.const("axis1", np.array([1], np.int64))])  # [time, batch, H]
+    y = b.op("Transpose", [y], perm=[1, 0, 2])
+    kernel = np.asarray(model.dense.kernel, np.float32)
+    y = b.op("MatMul", [y, b.const("logits_kernel", kernel)])
+    b.op("Add", [y, b.const("logits_bias", np.asarray(model.dense.bias, np.float32))], outputs=["logits"])
+    b.op("Squeeze", [h, "axis0"], outputs=["next_state"])
+    return b.model([("tokens", np.int32, ["batch", "time"]), ("state", np.float32, ["batch", hidden])],
+                   [("logits", np.float32, ["batch", "time", vocab]), ("next_state", np.float32, ["batch", hidden])],
+                   opset)
+
+
+def _layer_norm(b: GraphBuilder, x: str, layer, name: str) -> str:
+    gamma = b.const(f"{name}.gamma", np.asarray(layer.gamma, np.float32))
+    beta = b.const(f"{name}.beta", np.asarray(layer.beta, np.float32))
+    return b.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=float(layer.epsilon))
+
+
+def _dense(b: GraphBuilder, x: str, kernel, bias, name: str) -> str:
+    y = b.op("MatMul", [x, b.const(f"{name}.kernel", np.asarray(kernel, np.float32))])
+    return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))])
+
+
+def _gelu_tanh(b: GraphBuilder, x: str) -> str:
+    """0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): Keras's approximate GELU, in a form
+    ONNX Runtime fuses into one FastGelu kernel."""
+    cube = b.op("Mul", [b.op("Mul", [x, x]), x])
+    inner = b.op("Add", [x, b.op("Mul", [cube, b.const("gelu.c", np.float32(0.044715))])])
+    t = b.op("Tanh", [b.op("Mul", [inner, b.const("gelu.s", np.float32(np.sqrt(2 / np.pi)))])])
+    half = b.op("Mul", [x, b.const("gelu.half", np.float32(0.5))])
+    return b.op("Mul", [half, b.op("Add", [t, b.const("gelu.one", np.float32(1.0))])])
+
+
+def transformer_decoder(model, opset: int):
+    """The transformer's decoder graph with the tf2onnx graph's inputs and outputs (input_ids,
+    position_ids, past_key_values.<i>.key/value -> logits, present.<i>.key/value): standard
+    `LayerNormalization` ops, one fused q/k/v MatMul per block with the 1/sqrt(head_dim) scale
+    folded into the query weights, one causal mask for all blocks, and GELU's tanh form."""
+    b = GraphBuilder("transformer_decoder")
+    n, h, d, c = model.num_layers, model.num_heads, model.head_dim, model.d_model
+    one = b.const("i1", np.array([1], np.int64))
+    x = b.op("Add", [b.op("Gather", [b.const("token_embedding", np.asarray(model.token_embedding.embeddings, np.float32)),
+                                      "input_ids"], axis=0),
+                     b.op("Gather", [b.const("position_embedding",
+                                             np.asarray(model.position_embedding.embeddings, np.float32)),
+                                     "position_ids"], axis=0)])
+    # Causal mask [T, P + T]: new position i (absolute P + i) sees cached and new positions up to itself.
+    new = b.op("Gather", [b.op("Shape", ["input_ids"]), b.const("i1s", np.int64(1))], axis=0)
+    past = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
+    total = b.op("Add", [past, new])
+    columns = b.op("Range", [b.const("i0s", np.int64(0)), total, b.const("step", np.int64(1))])
+    rows = b.op("Unsqueeze", [b.op("Range", [past, total, "step"]), one])
+    mask = b.op("Where", [b.op("LessOrEqual", [columns, rows]), b.const("visible", np.float32(0.0)),
+                          b.const("hidden", np.float32(-1e9))])
+    split = b.const("qkv_split", np.array([c, c, c], np.int64))
+    heads = b.const("heads_shape", np.array([0, 0, h, d], np.int64))
+    merged = b.const("merged_shape", np.array([0, 0, c], np.int64))
+    scale = 1.0 / np.sqrt(d)
+    for i, block in enumerate(model.blocks):
+        att = block.attention
+        wq, bq = np.asarray(att._query_dense.kernel).reshape(c, -1) * scale, np.asarray(att._query_dense.bias).reshape(-1) * scale
+        wk, bk = np.asarray(att._key_dense.kernel).reshape(c, -1), np.asarray(att._key_dense.bias).reshape(-1)
+        wv, bv = np.asarray(att._value_dense.kernel).reshape(c, -1), np.asarray(att._value_dense.bias).reshape(-1)
+        qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"), np.concatenate([wq, wk, wv], axis=1),
+                     np.concatenate([bq, bk, bv]), f"block_{i}.qkv")
+        q, k, v = b.op("Split", [qkv, split], outputs=3, axis=-1)
+        q, k, v = (b.op("Transpose", [b.op("Reshape", [t, heads])], perm=[0, 2, 1, 3]) for t in (q, k, v))
+        key = b.op("Concat", [f"past_key_values.{i}.key", k], outputs=[f"present.{i}.key"], axis=2)
+        value = b.op("Concat", [f"past_key_values.{i}.value", v], outputs=[f"present.{i}.value"], axis=2)
+        scores = b.op("Add", [b.op("MatMul", [q, b.op("Transpose", [key], perm=[0, 1, 3, 2])]), mask])
+        y = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), value])
+        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), merged])
+        x = b.op("Add", [x, _dense(b, y, np.asarray(att._output_dense.kernel).reshape(-1, c),
+                                   att._output_dense.bias, f"block_{i}.attention_out")])
+        m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
+                   f"block_{i}.mlp_in")
+        x = b.op("Add", [x, _dense(b, _gelu_tanh(b, m), block.mlp_out.kernel, block.mlp_out.bias, f"block_{i}.mlp_out")])
+    _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head")
+    b.nodes[-1].output[0] = "logits"
+    cache = ["batch", h, "past_sequence", d]
+    inputs = [("input_ids", np.int64, ["batch", "sequence"]), ("position_ids", np.int64, ["batch", "sequence"])]
+    inputs += [(f"past_key_values.{i}.{kind}", np.float32, cache) for i in range(n) for kind in ("key", "value")]
+    outputs = [("logits", np.float32, ["batch", "sequence", model.vocab_size])]
+    outputs += [(f"present.{i}.{kind}", np.float32, ["batch", h, "total_sequence", d])
+                for i in range(n) for kind in ("key", "value")]
+    return b.model(inputs, outputs, opset)
