@@ -12,7 +12,8 @@ Generation has two stages (see zoo/models/wavenet.py):
      back, advanced by one, as an output; `StepRunner` keeps two sets of ONNX Runtime buffers and
      swaps them each step (I/O binding), so no queue is copied through numpy.
 The sampling loops take plain callables, so the Keras evaluation runs the very same loops on the
-Keras networks (`generate_clips`).
+Keras networks (`generate_clips`). `griffin_lim` turns frames into audio without a network (phase
+reconstruction): `vocoder="griffin-lim"` uses it in place of the WaveNet.
 """
 
 import wave
@@ -327,7 +328,7 @@ class StepRunner:
 
 def _onnx_stages(export: Export, batch: int, vocoder: bool = True):
     """(prior_step, condition_fn, vocoder_step) callables on the export's three graphs (vocoder
-    False: the prior's only, the others None)."""
+    False: vocoder_step is None, for Griffin-Lim)."""
     info = export.runtime
     prior = export.session(info["prior_graph"], threads=1)
     prior_outputs = ["mixture_logits", "means", "log_scales", "stop_logit", "next_state"]

@@ -1,1 +1,1 @@
-Bmixture_logitsJ Bè“>Rö¢½êœ&¿8ø/¾Nÿ/¿y¢¿ +V¿eü @
+Bmixture_logitsJ 8®=¿Ëg>Õ¯Þ>q¥#¿‡IŸ>Mã²¿Üß¾ûBÑ?

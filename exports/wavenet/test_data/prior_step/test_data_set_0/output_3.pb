@@ -1,2 +1,2 @@
 B
-stop_logitJ'Œ‡¿≥Ôc¿
+stop_logitJëÎﬁ¿+ßπ¿
