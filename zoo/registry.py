@@ -10,7 +10,8 @@ A model module provides:
   export_graphs(model)     the single-step graphs to publish (see zoo/export.py)
   card(...)                the model-card sections specific to the model
 and may provide EVAL_KEYS: config keys only evaluation reads (overriding them keeps the run folder),
-and check_config(cfg): model-specific checks of a config, raising a one-line UsageError.
+check_config(cfg): model-specific checks of a config, raising a one-line UsageError, and
+export_files(model, folder, runtime_info): extra files an export holds for other programs.
 Modules are imported lazily, so listing models or rejecting a bad name never starts TensorFlow, and
 `preset(..., light=True)` reads a model's presets from its source without importing TensorFlow.
 """

@@ -81,6 +81,8 @@ def build_model(cfg, data):
 
 evaluate = text.evaluate_recurrent
 EVAL_NOTE = text.RECURRENT_EVAL_NOTE
+
+
 def export_graphs(model):
     """The step graph, written in ONNX as one `GRU` op (zoo/onnx_build.py): tf2onnx turns the Keras
     GRU into a `Loop` of primitive ops that runs ~3x slower."""
@@ -89,5 +91,7 @@ def export_graphs(model):
     [graph] = text.recurrent_graphs(model)
     graph.build = lambda opset: onnx_build.char_gru_step(model, opset)
     return [graph]
+
+
 runtime_info = text.runtime_info
 card_sample = text.card_sample
