@@ -11,10 +11,11 @@ from google.protobuf import text_format
 
 from conftest import ROOT
 from zoo import triton
+from zoo.registry import MODELS
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 EXPORTS = sorted(p.parent for p in (ROOT / "exports").glob("*/manifest.json")
-                 if json.loads(p.read_text()).get("model") in triton.registry_models())
+                 if json.loads(p.read_text()).get("model") in MODELS)
 ONNX_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT32: "TYPE_INT32",
               onnx.TensorProto.INT64: "TYPE_INT64"}
 
@@ -113,13 +114,15 @@ class FakeTriton:
     def __init__(self, repo):
         import onnxruntime as ort
 
-        self.repo, self.ort, self.states, self.calls = repo, ort, {}, 0
+        self.repo, self.ort, self.states, self.calls, self.sessions = repo, ort, {}, 0, {}
 
     def infer(self, model, inputs, outputs=None, sequence_id=0, sequence_start=False, sequence_end=False):
         import numpy as np
 
         config = parse(self.repo / model / "config.pbtxt")
-        session = self.ort.InferenceSession(str(self.repo / model / "1" / "model.onnx"))
+        if model not in self.sessions:  # Triton loads each model once
+            self.sessions[model] = self.ort.InferenceSession(str(self.repo / model / "1" / "model.onnx"))
+        session = self.sessions[model]
         types = {"INT32": np.int32, "INT64": np.int64, "FP32": np.float32}
         feed = {}
         for item in inputs:

@@ -323,10 +323,10 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = 300,
         t = vi.type.tensor_type
         shape = [d.dim_value or sizes.get(d.dim_param, 1) for d in t.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        if np.issubdtype(dtype, np.integer):
-            high = 10 if vi.name != "position_ids" else past + 1
-            feed[vi.name] = (np.full(shape, past, dtype) if vi.name == "position_ids"
-                             else rng.integers(0, high, shape).astype(dtype))
+        if vi.name == "position_ids":  # the new position follows the `past` cached ones
+            feed[vi.name] = np.full(shape, past, dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feed[vi.name] = rng.integers(0, 10, shape).astype(dtype)
         else:
             feed[vi.name] = (rng.standard_normal(shape) * 0.5).astype(dtype)
     out = {"nodes": (len(proto.graph.node), len(onnx.load(str(new), load_external_data=False).graph.node))}

@@ -90,9 +90,9 @@ def _layer_norm(b: GraphBuilder, x: str, layer, name: str) -> str:
     return b.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=float(layer.epsilon))
 
 
-def _dense(b: GraphBuilder, x: str, kernel, bias, name: str) -> str:
+def _dense(b: GraphBuilder, x: str, kernel, bias, name: str, output=1) -> str:
     y = b.op("MatMul", [x, b.const(f"{name}.kernel", np.asarray(kernel, np.float32))])
-    return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))])
+    return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))], outputs=output)
 
 
 def _gelu_tanh(b: GraphBuilder, x: str) -> str:
@@ -149,8 +149,8 @@ def transformer_decoder(model, opset: int):
         m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
                    f"block_{i}.mlp_in")
         x = b.op("Add", [x, _dense(b, _gelu_tanh(b, m), block.mlp_out.kernel, block.mlp_out.bias, f"block_{i}.mlp_out")])
-    _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head")
-    b.nodes[-1].output[0] = "logits"
+    _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head",
+           output=["logits"])
     cache = ["batch", h, "past_sequence", d]
     inputs = [("input_ids", np.int64, ["batch", "sequence"]), ("position_ids", np.int64, ["batch", "sequence"])]
     inputs += [(f"past_key_values.{i}.{kind}", np.float32, cache) for i in range(n) for kind in ("key", "value")]

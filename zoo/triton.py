@@ -25,16 +25,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from zoo.registry import MODELS  # no TensorFlow: the registry imports model modules lazily
+
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
               "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
 MAX_BATCH = 64  # rows per batched execution: enough to fill a CPU's cores on these small graphs
 SEQUENCE_IDLE_US = 60_000_000  # a sequence (its state) is dropped after a minute without requests
-
-
-def registry_models() -> list:
-    from zoo.registry import MODELS
-
-    return list(MODELS)
 
 
 def state_pairs(graph: dict) -> list:
@@ -120,7 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="the model repository to write (Triton's --model-repository)")
     parser.add_argument("--gpu", action="store_true", help="instance_group KIND_GPU instead of KIND_CPU")
     args = parser.parse_args(argv)
-    models = args.models or [m for m in registry_models() if (Path(args.exports) / m / "manifest.json").exists()]
+    models = args.models or [m for m in MODELS if (Path(args.exports) / m / "manifest.json").exists()]
     missing = [m for m in models if not (Path(args.exports) / m / "manifest.json").exists()]
     if missing:
         print(f"error: no export for {', '.join(missing)} in {args.exports}/ (train or export it first)", file=sys.stderr)

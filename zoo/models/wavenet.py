@@ -592,7 +592,9 @@ EVAL_NOTE = (
     "re-synthesis of the held-out speaker's real frames falls short of theirs through Griffin-Lim "
     "(about the real recordings' `classifier_test_accuracy`). In probes on the previous run, "
     "the log-mel of its re-synthesis differed from the frames it was given by 0.16 (6.4 dB) per band "
-    "and frame on average, about the random band energies of a noise excitation (5.6 dB), where "
+    "and frame on average, about the scatter a noise excitation's band energies have by themselves "
+    "(5.6 dB: the standard deviation of an exponentially distributed power in dB, computed, not "
+    "measured), where "
     "Griffin-Lim's differed by 0.01-0.02: it follows the envelope but makes noise where speech has "
     "harmonics (the spectrograms below). Two more epochs of its training moved re-synthesis by about "
     "two points, with or without noise on its input codes, within the noise of 150 clips. The "
@@ -627,7 +629,7 @@ def evaluate(model, cfg, data_dir=None) -> dict:
     pick = np.random.default_rng(cfg.seed).permutation(len(clips))[:n]
     resynthesized = resynthesize(model, [clips[i] for i in pick], digits[pick], cfg.max_frames, seed=cfg.seed)
     # The same frames through Griffin-Lim, a vocoder without a network: what the frames carry.
-    gen_griffin_lim = [zaudio.griffin_lim(gen_frames[i, : gen_lengths[i]], seed=cfg.seed + i) for i in range(len(wanted))]
+    gen_griffin_lim = zaudio.griffin_lim_clips(gen_frames, gen_lengths, cfg.seed)
     real_frames, real_lengths = prior_sequences([clips[i] for i in pick], cfg.max_frames, cfg.sample_rate)
     resynth_griffin_lim = [zaudio.griffin_lim(f[:n_frames], seed=cfg.seed) for f, n_frames in zip(real_frames, real_lengths)]
     heard = [mu_law_decode(c[1:]) for c in codes]  # real audio as the vocoder's codes can carry it

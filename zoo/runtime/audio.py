@@ -77,6 +77,16 @@ def _filters(sample_rate: int) -> np.ndarray:
     return _FILTERS[sample_rate]
 
 
+_INVERSE_FILTERS = {}
+
+
+def _inverse_filters(sample_rate: int) -> np.ndarray:
+    """The filterbank's pseudo-inverse [MEL_BINS, FFT // 2 + 1], computed once per rate."""
+    if sample_rate not in _INVERSE_FILTERS:
+        _INVERSE_FILTERS[sample_rate] = np.linalg.pinv(_filters(sample_rate))
+    return _INVERSE_FILTERS[sample_rate]
+
+
 def _window() -> np.ndarray:
     return np.hanning(WINDOW + 2)[1:-1]
 
@@ -131,7 +141,7 @@ def griffin_lim(frames: np.ndarray, iterations: int = 60, momentum: float = 0.99
     alternating projections with `momentum`) from a random start drawn with `seed`. A reference
     vocoder: it shows what the frames alone carry, apart from what the WaveNet makes of them."""
     frames = np.asarray(frames, np.float64)
-    magnitude = np.maximum((10.0 ** (frames * MEL_SCALE + MEL_CENTER)) @ np.linalg.pinv(_filters(sample_rate)), 0.0)
+    magnitude = np.maximum((10.0 ** (frames * MEL_SCALE + MEL_CENTER)) @ _inverse_filters(sample_rate), 0.0)
     samples = len(frames) * HOP
     rng = np.random.default_rng(seed)
     target = magnitude * np.exp(2j * np.pi * rng.random(magnitude.shape))
@@ -142,6 +152,12 @@ def griffin_lim(frames: np.ndarray, iterations: int = 60, momentum: float = 0.99
         previous = projected
         target = magnitude * np.exp(1j * np.angle(accelerated))
     return np.clip(istft(target, samples), -1.0, 1.0).astype(np.float32)
+
+
+def griffin_lim_clips(frames: np.ndarray, lengths, seed: int = 0) -> list:
+    """Padded frames [B, F, MEL_BINS] with lengths [B] -> one `griffin_lim` clip each, clip i from
+    seed + i: what `generate_clips` makes with vocoder "griffin-lim"."""
+    return [griffin_lim(frames[i, : lengths[i]], seed=seed + i) for i in range(len(lengths))]
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> Path:
@@ -257,7 +273,7 @@ def generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames: i
     rng = np.random.default_rng(seed)
     frames, lengths = sample_frames(prior_step, digits, max_frames, state_size, mel_temperature, rng)
     if vocoder == "griffin-lim":
-        return [griffin_lim(frames[i, : lengths[i]], seed=seed + i) for i in range(len(digits))], frames, lengths
+        return griffin_lim_clips(frames, lengths, seed), frames, lengths
     codes = vocode(vocoder_step, np.asarray(condition_fn(frames, digits)), frames.shape[1] * HOP, temperature, rng)
     audio = mu_law_decode(codes)
     return [audio[i, : lengths[i] * HOP] for i in range(len(digits))], frames, lengths
