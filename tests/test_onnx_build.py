@@ -39,3 +39,10 @@ def test_shared_constants_are_stored_once():
     b = onnx_build.GraphBuilder("g")
     assert b.const("c", np.float32(1)) == b.const("c", np.float32(1)) == "c"
     assert len(b.initializers) == 1
+
+
+@pytest.mark.parametrize("model, graph", [("rnn", "step.onnx"), ("transformer", "decoder.onnx")])
+def test_built_graphs_declare_the_oldest_ir_version_their_opset_allows(trained, model, graph):
+    # onnxruntime-web 1.30 refuses IR versions above 13; the onnx package's default is newer.
+    proto = onnx.load(str(trained(model)["export"] / graph))
+    assert proto.ir_version == onnx.helper.find_min_ir_version_for(list(proto.opset_import)) <= 13

@@ -43,7 +43,10 @@ class GraphBuilder:
 
         graph = helper.make_graph(self.nodes, self.name, [info(*i) for i in inputs], [info(*o) for o in outputs],
                                   self.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        # The oldest IR version the opset allows (8 for opset 17, as tf2onnx writes), not the onnx
+        # package's newest: onnxruntime-web 1.30 refuses IR 14 ("max supported IR version: 13").
+        opsets = [helper.make_opsetid("", opset)]
+        return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
 def gru_weights(gru) -> tuple:
