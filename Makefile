@@ -17,7 +17,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv test test-large bench list clean triton train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -54,6 +54,16 @@ train-audio-classifier: venv
 # A Triton Inference Server model repository from exports/ (python -m zoo triton --help)
 triton: venv
 	$(PY) -m zoo triton --out triton $(ARGS)
+
+# The browser page (web/): its npm packages (onnxruntime-web, pinned by web/package-lock.json),
+# then a loopback server for the page and exports/: open http://127.0.0.1:8000/web/
+web: web/node_modules/.package-lock.json
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
+
+serve-web: web
+	$(PYTHON) web/serve.py $(ARGS)
 
 test: venv
 	$(PY) -m pytest

@@ -1,0 +1,234 @@
+"""The browser page (web/): the exports sampled by onnxruntime-web in headless Chromium equal zoo.runtime.
+
+Needs Debian's chromium + chromium-driver, selenium (the test extra) and the page's npm packages
+(`make web`); `.ci/run` installs them. The page is served from a temporary root whose exports are
+the tiny test exports, through the page's test hook (window.zooTest) with fixed inputs.
+"""
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.runtime import load
+from zoo.runtime.text import sample_text
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB = ROOT / "web"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _missing():
+    if not (CHROMIUM and CHROMEDRIVER):
+        return "Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt)"
+    if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
+        return "web/node_modules is missing: run `make web` (npm ci)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+class Page:
+    """A headless Chromium on a page served from `root` by web/serve.py on loopback."""
+
+    def __init__(self, root):
+        import sys
+
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        sys.path.insert(0, str(WEB))
+        import serve
+
+        self.httpd = serve.server(0, root=root, quiet=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/web/"
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1800",
+                     "--autoplay-policy=no-user-gesture-required"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.driver.set_script_timeout(600)
+        self.logs = []
+
+    def open(self, query=""):
+        self.driver.get(self.url + query)
+        deadline = time.monotonic() + 60
+        while not self.driver.execute_script("return document.body.dataset.ready === 'true'"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page did not start: {self.text('status-error')!r} {self.console()}")
+            time.sleep(0.2)
+
+    def call(self, task, **params):
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "zooTest.call(arguments[0], arguments[1]).then(done, (e) => done({error: e.message}));", task, params)
+        assert "error" not in result, result["error"]
+        return result
+
+    def text(self, element_id):
+        return self.driver.find_element("id", element_id).text
+
+    def click_and_wait(self, button_id, timeout=300):
+        button = self.driver.find_element("id", button_id)
+        button.click()
+        deadline = time.monotonic() + timeout
+        while not button.is_enabled() or self.driver.execute_script("return arguments[0].disabled", button):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{button_id} still busy after {timeout} s")
+            time.sleep(0.2)
+
+    def console(self):
+        self.logs += self.driver.get_log("browser")
+        return self.logs
+
+    def errors(self):
+        return [entry for entry in self.console() if entry["level"] == "SEVERE"]
+
+    def close(self):
+        self.driver.quit()
+        self.httpd.shutdown()
+
+
+def served_root(tmp_path, exports: dict) -> Path:
+    """A folder holding web/ (a link to the repository's) and exports/<model> (links to `exports`)."""
+    root = tmp_path / "site"
+    (root / "exports").mkdir(parents=True)
+    (root / "web").symlink_to(WEB, target_is_directory=True)
+    for name, folder in exports.items():
+        (root / "exports" / name).symlink_to(folder, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(trained, tmp_path_factory):
+    exports = {name: trained(name)["export"] for name in ("gan", "vae", "diffusion", "lstm", "transformer", "wavenet")}
+    page = Page(served_root(tmp_path_factory.mktemp("web"), exports))
+    page.open()
+    yield page, exports
+    page.close()
+
+
+def test_gan_and_vae_images_equal_the_runtime(tiny):
+    page, exports = tiny
+    for name in ("gan", "vae"):
+        export = load(exports[name])
+        info = export.runtime
+        labels = np.array([3, 7, 7], np.int32) if info["conditional"] else np.zeros(3, np.int32)
+        z = np.random.default_rng(5).standard_normal((3, info["latent_dim"])).astype(np.float32)
+        feed = {"z": z, "label": labels} if info["conditional"] else {"z": z}
+        want = export.run(info["graph"], feed)[info["output"]]
+        params = {"labels": "3,7,7", "perLabel": 1} if info["conditional"] else {"labels": 3, "perLabel": 1}
+        got = page.call("images", model=name, seed=0, z=z.ravel().tolist(), **params)
+        assert got["dims"] == list(want.shape)
+        np.testing.assert_allclose(np.array(got["raw"]).reshape(want.shape), want, atol=1e-4, err_msg=name)
+        assert got["checked"][info["graph"]] == "sha256 ok"
+
+
+def test_greedy_text_equals_the_runtime(tiny):
+    page, exports = tiny
+    for name in ("lstm", "transformer"):
+        export = load(exports[name])
+        prompt = export.runtime["vocabulary"][5:9]
+        # Longer than the tiny transformer's context: the page slides its cache as the runtime does.
+        length = 3 * export.runtime.get("max_context", 20)
+        want = sample_text(export, prompt, length, temperature=0.0)[0]
+        got = page.call("text", model=name, prompt=prompt, length=length, temperature=0, topK=0, seed=0)
+        assert got["text"] == want, name
+
+
+def test_ddim_10_equals_the_runtime(tiny):
+    from zoo.runtime import diffusion
+    from zoo.runtime.images import denoiser
+
+    page, exports = tiny
+    export = load(exports["diffusion"])
+    info = export.runtime
+    labels = np.array([1, 4], np.int32)
+    shape = (2, info["height"], info["width"], 1)
+    want = np.clip(diffusion.ddim_sample(denoiser(export), diffusion.Schedule(**info["schedule"]), shape, labels,
+                                         steps=10, guidance=2.0, null_label=info["null_label"], seed=3,
+                                         clip=(-1.0, 1.0)), -1, 1)
+    noise = np.random.default_rng(3).standard_normal(shape)  # ddim_sample's own first draw
+    got = page.call("diffusion", labels="1,4", perLabel=1, steps=10, guidance=2.0, seed=0, noise=noise.ravel().tolist())
+    np.testing.assert_allclose(np.array(got["raw"]).reshape(shape), want, atol=1e-3)
+
+
+def test_speech_at_temperature_zero_equals_the_runtime(tiny):
+    from zoo.runtime import audio
+
+    page, exports = tiny
+    export = load(exports["wavenet"])
+    info = export.runtime
+    digits = np.array([2, 5], np.int32)
+    seconds = info["max_frames"] * audio.HOP / info["sample_rate"]
+    prior_step, condition_fn, step = audio._onnx_stages(export, len(digits))
+    want, _, _ = audio.generate_clips(prior_step, condition_fn, step, digits, info["max_frames"], info["prior_units"],
+                                      temperature=0.0, mel_temperature=0.0)
+    got = page.call("speech", digits="2,5", seconds=seconds, temperature=0, melTemperature=0, seed=0)
+    assert [len(c) for c in got["clips"]] == [len(c) for c in want]
+    for g, w in zip(got["clips"], want):
+        np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_the_page_samples_from_its_controls_without_console_errors(tiny, tmp_path):
+    page, _ = tiny
+    for button in ("gan-go", "vae-lerp", "diff-go", "text-go"):
+        page.click_and_wait(button)
+    for section in ("gan", "vae", "diff", "text"):
+        assert not page.driver.find_element("id", f"{section}-error").is_displayed(), page.text(f"{section}-error")
+    assert page.driver.execute_script("return document.getElementById('gan-canvas').width") > 0
+    assert len(page.text("text-out")) > len(page.driver.find_element("id", "text-prompt").get_attribute("value"))
+    page.driver.save_screenshot(str(os.environ.get("ZOO_WEB_SCREENSHOT", tmp_path / "page.png")))
+    assert page.errors() == []
+
+
+def test_a_missing_or_modified_export_is_a_clear_message(trained, tmp_path):
+    gan = tmp_path / "gan"
+    shutil.copytree(trained("gan")["export"], gan)
+    onnx_file = gan / "generator.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 1
+    onnx_file.write_bytes(bytes(data))
+    page = Page(served_root(tmp_path, {"gan": gan}))  # and no vae, diffusion, text or wavenet at all
+    try:
+        page.open()
+        assert "make train-vae" in page.text("vae-error") and "not found" in page.text("vae-error")
+        page.click_and_wait("gan-go")
+        assert "does not match its sha256" in page.text("gan-error")
+        unexpected = [e for e in page.errors() if "404" not in e["message"]]
+        assert unexpected == []
+    finally:
+        page.close()
+
+
+def test_every_shipped_graph_opens_in_onnxruntime_web():
+    """The committed exports/ (not the tiny ones): each graph's session starts in the browser."""
+    shipped = {p.parent.name: p.parent for p in (ROOT / "exports").glob("*/manifest.json")}
+    if not shipped:
+        pytest.skip("no exports/ in this checkout")
+    page = Page(ROOT)
+    try:
+        page.open()
+        opened = page.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "zooTest.openAll(arguments[0]).then(done, (e) => done({error: e.message}));", sorted(shipped))
+        assert "error" not in opened, opened
+        for name, folder in shipped.items():
+            graphs = json.loads((folder / "manifest.json").read_text())["graphs"]
+            assert opened[name] == {g: "sha256 ok" for g in graphs}, name
+        assert page.errors() == []
+    finally:
+        page.close()
