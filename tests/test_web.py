@@ -8,8 +8,7 @@ the tiny test exports, through the page's test hook (window.zooTest) with fixed 
 import json
 import os
 import shutil
-import threading
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,11 @@ import pytest
 from zoo.runtime import load
 from zoo.runtime.text import sample_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+from browser import CHROMEDRIVER, CHROMIUM, Page  # noqa: E402  (web/browser.py: selenium + web/serve.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _missing():
@@ -36,70 +37,6 @@ def _missing():
 
 
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
-
-
-class Page:
-    """A headless Chromium on a page served from `root` by web/serve.py on loopback."""
-
-    def __init__(self, root):
-        import sys
-
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        sys.path.insert(0, str(WEB))
-        import serve
-
-        self.httpd = serve.server(0, root=root, quiet=True)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/web/"
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1800",
-                     "--autoplay-policy=no-user-gesture-required"):
-            options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        self.driver.set_script_timeout(600)
-        self.logs = []
-
-    def open(self, query=""):
-        self.driver.get(self.url + query)
-        deadline = time.monotonic() + 60
-        while not self.driver.execute_script("return document.body.dataset.ready === 'true'"):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the page did not start: {self.text('status-error')!r} {self.console()}")
-            time.sleep(0.2)
-
-    def call(self, task, **params):
-        result = self.driver.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            "zooTest.call(arguments[0], arguments[1]).then(done, (e) => done({error: e.message}));", task, params)
-        assert "error" not in result, result["error"]
-        return result
-
-    def text(self, element_id):
-        return self.driver.find_element("id", element_id).text
-
-    def click_and_wait(self, button_id, timeout=300):
-        button = self.driver.find_element("id", button_id)
-        button.click()
-        deadline = time.monotonic() + timeout
-        while not button.is_enabled() or self.driver.execute_script("return arguments[0].disabled", button):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{button_id} still busy after {timeout} s")
-            time.sleep(0.2)
-
-    def console(self):
-        self.logs += self.driver.get_log("browser")
-        return self.logs
-
-    def errors(self):
-        return [entry for entry in self.console() if entry["level"] == "SEVERE"]
-
-    def close(self):
-        self.driver.quit()
-        self.httpd.shutdown()
 
 
 def served_root(tmp_path, exports: dict) -> Path:
