@@ -8,9 +8,9 @@ WaveNet only turns frames into 8 kHz samples, as the WaveNet vocoders of Tacotro
      that ends the word. Sampled with noise, so ten clips of one digit differ.
   2. vocoder: embedding of the current 8-bit mu-law code, a stack of causal dilated `Conv1D`
      layers with gated tanh/sigmoid units, residual and skip connections, a 256-way softmax over
-     the next code (van den Oord et al., 2016). The frames (a 3-frame convolution, plus the digit)
-     are projected once per frame to every layer's gate bias and repeated over the frame's 128
-     samples: local conditioning.
+     the next code (van den Oord et al., 2016). The frames (three stacked 3-frame convolutions,
+     plus the digit) are projected once per frame to every layer's gate bias and repeated over
+     the frame's 128 samples: local conditioning.
 One Keras model holds both; each training step updates both stages on their own losses (their
 weights are disjoint, and Adam scales each weight's step by its own gradients).
 
@@ -47,7 +47,10 @@ class Config:
     skip_channels: int = 64        # the skip projection feeds the head
     stacks: int = 1                # one stack of dilations 1, 2, ..., 512: 1,024 samples (128 ms)
     layers_per_stack: int = 10
-    frame_channels: int = 64       # the 3-frame convolution over the log-mel frames
+    frame_channels: int = 256      # the frame network's width: 64 squeezed 3 x 80 mel values into too few features
+                                   # (4-epoch probes, scripts/records/wavenet_probes.jsonl: re-synthesis 32% at 64,
+    frame_layers: int = 3          # 41-42% at 256; 36-42% with 3 layers, whose validation NLL was lowest). Once a frame,
+                                   # so free per sample. 3 layers of 3-frame convolutions: 7 frames (112 ms) of context
     clip_length: int = 5120        # samples per training window (40 frames): the whole of 90% of clips
     vocoder_copies: int = 2        # speed- and gain-perturbed copies of each training clip for the vocoder:
                                    # new "voices" (5 speakers are few); an epoch stays one pass of the originals
@@ -59,10 +62,12 @@ class Config:
     prior_dropout: float = 0.5     # training: the GRU cannot lean on copying its last input
     mixtures: int = 4              # Gaussian components per frame
     max_frames: int = 64           # 1.02 s: 99.4% of the recordings are shorter
-    prior_batch_size: int = 96     # sequences per step: at 32, 12 epochs left the prior's words unclear (75.5% of
-                                   # its frames heard right through Griffin-Lim; 84% after 3x the sequences)
+    prior_batch_size: int = 60     # sequences per step: 12 epochs of 32 left the prior's words unclear (75.5% of its
+                                   # frames heard right through Griffin-Lim; 84% after 3x the sequences); 22 x 60 is
+                                   # about the 14 x 96 of the previous run, whose prior was heard right 88% of the time
     batch_size: int = 8            # vocoder windows per step
-    epochs: int = 14               # ~2.4 min an epoch here (both stages, 139-153 s): ~35 min, under the 60 aimed at
+    epochs: int = 22               # the vocoder is undertrained: re-synthesis 32% after 4 epochs, 61% after 14 (probes);
+                                   # more epochs with a smaller prior batch keep both stages within ~50 of the 60 minutes
     steps_per_epoch: int = 0       # 0: one pass over the train clips at batch_size
     learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
     sample_rate: int = 8000
@@ -226,11 +231,12 @@ class WaveNet(keras.Model):
     logits [B, T, 256] for the code after each one (T <= F * HOP)."""
 
     def __init__(self, residual_channels=32, skip_channels=64, stacks=1, layers_per_stack=10, frame_channels=64,
-                 prior_units=256, prenet_units=128, mixtures=4, prior_dropout=0.5, max_frames=64, mel_noise=0.0,
-                 num_classes=NUM_CLASSES, sample_rate=8000, **kwargs):
+                 frame_layers=1, prior_units=256, prenet_units=128, mixtures=4, prior_dropout=0.5, max_frames=64,
+                 mel_noise=0.0, num_classes=NUM_CLASSES, sample_rate=8000, **kwargs):
         super().__init__(**kwargs)
         self.residual_channels, self.skip_channels = residual_channels, skip_channels
         self.stacks, self.layers_per_stack, self.frame_channels = stacks, layers_per_stack, frame_channels
+        self.frame_layers = frame_layers
         self.prior_units, self.prenet_units, self.mixtures = prior_units, prenet_units, mixtures
         self.prior_dropout, self.max_frames, self.mel_noise = prior_dropout, max_frames, mel_noise
         self.num_classes, self.sample_rate = num_classes, sample_rate
@@ -242,6 +248,9 @@ class WaveNet(keras.Model):
         # Each frame with its two neighbours; past either end the neighbour is a silent frame, so a
         # clip's conditioning does not depend on how long the other clips of its batch are.
         self.frame_conv = keras.layers.Conv1D(frame_channels, 3, padding="valid", name="frame_conv")
+        # Further 3-frame convolutions, each added to its input (residual), for a wider, deeper view.
+        self.frame_convs = [keras.layers.Conv1D(frame_channels, 3, padding="valid", name=f"frame_conv_{i}")
+                            for i in range(1, frame_layers)]
         self.frame_digit = keras.layers.Embedding(num_classes, frame_channels, name="frame_digit")
         # Every layer's 1x1 projection of the frame features, side by side: one matmul a frame.
         self.condition_projection = keras.layers.Dense(self.condition_channels, name="condition_projection")
@@ -260,6 +269,8 @@ class WaveNet(keras.Model):
     def build(self, input_shape=None):
         self.embedding.build((None, None))
         self.frame_conv.build((None, None, MEL_BINS))
+        for conv in self.frame_convs:
+            conv.build((None, None, self.frame_channels))
         self.frame_digit.build((None,))
         self.condition_projection.build((None, None, self.frame_channels))
         for block in self.blocks:
@@ -278,8 +289,11 @@ class WaveNet(keras.Model):
 
     def condition(self, mel, digit):
         """mel [B, F, M], digit [B] -> every layer's gate bias per frame [B, F, layers * 2C]."""
-        silent = tf.fill(tf.stack([tf.shape(mel)[0], 1, MEL_BINS]), SILENT_FRAME)
+        pad = self.frame_layers  # silent frames on either side: each convolution eats one at each end
+        silent = tf.fill(tf.stack([tf.shape(mel)[0], pad, MEL_BINS]), SILENT_FRAME)
         h = tf.tanh(self.frame_conv(tf.concat([silent, mel, silent], axis=1)) + self.frame_digit(digit)[:, None, :])
+        for conv in self.frame_convs:
+            h = h[:, 1:-1] + tf.tanh(conv(h))
         return self.condition_projection(h)
 
     def _head(self, zs):
@@ -370,7 +384,7 @@ class WaveNet(keras.Model):
         config = super().get_config()
         config.update(residual_channels=self.residual_channels, skip_channels=self.skip_channels,
                       stacks=self.stacks, layers_per_stack=self.layers_per_stack,
-                      frame_channels=self.frame_channels, prior_units=self.prior_units,
+                      frame_channels=self.frame_channels, frame_layers=self.frame_layers, prior_units=self.prior_units,
                       prenet_units=self.prenet_units, mixtures=self.mixtures, prior_dropout=self.prior_dropout,
                       max_frames=self.max_frames, mel_noise=self.mel_noise, num_classes=self.num_classes,
                       sample_rate=self.sample_rate)
@@ -476,8 +490,8 @@ def load_data(cfg, data_dir=None) -> AudioData:
 
 def build_model(cfg, data=None):
     model = WaveNet(cfg.residual_channels, cfg.skip_channels, cfg.stacks, cfg.layers_per_stack, cfg.frame_channels,
-                    cfg.prior_units, cfg.prenet_units, cfg.mixtures, cfg.prior_dropout, cfg.max_frames,
-                    cfg.mel_noise, sample_rate=cfg.sample_rate)
+                    cfg.frame_layers, cfg.prior_units, cfg.prenet_units, cfg.mixtures, cfg.prior_dropout,
+                    cfg.max_frames, cfg.mel_noise, sample_rate=cfg.sample_rate)
     model.build()
     steps = cfg.epochs * (data.steps_per_epoch if data is not None else 1)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps), alpha=0.1)
