@@ -157,6 +157,22 @@ def test_the_mel_and_the_digit_condition_the_vocoder(tiny_model):
     assert np.abs(other[0] - out[0]).max() > 1e-3
 
 
+def test_frame_network_sees_three_frames_each_side_and_silence_past_the_ends(tiny_model):
+    model = tiny_model  # the tiny preset keeps the default frame_layers=3
+    assert model.frame_layers == 3
+    rng = np.random.default_rng(2)
+    mel = rng.uniform(-1, 1.5, (1, 12, MEL_BINS)).astype(np.float32)
+    digit = np.array([4], np.int32)
+    base = model.condition(mel, digit).numpy()
+    changed = mel.copy()
+    changed[0, 6] += 1.0  # frame 6 reaches the rows of frames 3..9 and no others
+    moved = np.abs(model.condition(changed, digit).numpy() - base).max(axis=-1)[0]
+    assert (moved[3:10] > 1e-4).all() and (moved[:3] == 0).all() and (moved[10:] == 0).all()
+    # Past the end the network sees silent frames: a clip padded with them keeps its rows.
+    padded = np.concatenate([mel, np.full((1, 5, MEL_BINS), SILENT_FRAME, np.float32)], axis=1)
+    np.testing.assert_allclose(model.condition(padded, digit).numpy()[:, :12], base, atol=1e-6)
+
+
 def test_mixture_nll_is_the_gaussian_mixture_density():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 5)).astype(np.float32)

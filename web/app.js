@@ -74,12 +74,13 @@ function drawWave(canvas, clip) {
   ctx.strokeStyle = "#246";
   ctx.beginPath();
   const mid = canvas.height / 2;
+  const peak = clip.reduce((m, v) => Math.max(m, Math.abs(v)), 1e-6); // drawn at full height
   for (let x = 0; x < canvas.width; x++) {
     const start = Math.floor((x / canvas.width) * clip.length), end = Math.max(start + 1, Math.floor(((x + 1) / canvas.width) * clip.length));
     let lo = 0, hi = 0;
     for (let i = start; i < end && i < clip.length; i++) { lo = Math.min(lo, clip[i]); hi = Math.max(hi, clip[i]); }
-    ctx.moveTo(x + 0.5, mid - hi * mid);
-    ctx.lineTo(x + 0.5, mid - lo * mid + 1);
+    ctx.moveTo(x + 0.5, mid - (hi / peak) * mid);
+    ctx.lineTo(x + 0.5, mid - (lo / peak) * mid + 1);
   }
   ctx.stroke();
 }

@@ -1,1 +1,1 @@
-Bmixture_logitsJ 8®=¿Ëg>Õ¯Ş>q¥#¿‡IŸ>Mã²¿Üß¾ûBÑ?
+Bmixture_logitsJ |{½×½õ<ƒà¿·d>×Â?)0¶=YÇ¿~E˜>

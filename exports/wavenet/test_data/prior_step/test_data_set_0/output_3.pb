@@ -1,2 +1,2 @@
 B
-stop_logitJ‘λήΐ+§Ήΐ
+stop_logitJΎεΐo(Α
