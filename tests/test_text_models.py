@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import RECURRENT, TEXT_MODELS
+from tests.conftest import RECURRENT, TEXT_MODELS, mock_data
+from zoo import data as zdata
 from zoo import registry
 
 VOCAB = "\n !,.:;?abcdefghijklmnopqrstuvwxyz"
@@ -80,3 +81,57 @@ def test_keras_save_and_safe_load_then_fine_tune(name, tmp_path):
     ds = tf.data.Dataset.from_tensor_slices((tokens, tokens)).batch(1)
     history = loaded.fit(ds, epochs=1, verbose=0)  # compiled from the saved config
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_lstm_exports_an_int8_step_that_the_runtime_runs_on_request(trained):
+    from zoo.runtime import load
+    from zoo.runtime.text import sample_text
+
+    out = trained("lstm")["export"]
+    export = load(out)  # verifies every file, step.int8.onnx included
+    variant = export.graph("step")["variants"]["int8"]
+    assert variant["onnx"] == "step.int8.onnx" and "step.int8.onnx" in export.manifest["files"]
+    assert variant["domains"] == {"com.microsoft": 1}  # DynamicQuantizeLSTM
+    assert 0 < variant["max_abs_diff_vs_fp32"] < 0.1
+    assert variant["test"] is not None or variant["test_note"].startswith("not measured: ")
+    prompt = export.runtime["vocabulary"][-1]
+    fp32 = sample_text(export, prompt, length=20, temperature=0.0)
+    int8 = sample_text(export, prompt, length=20, temperature=0.0, precision="int8")
+    assert len(int8[0]) == len(fp32[0]) == 21
+    assert export.session("step", precision="int8") is not export.session("step")
+    assert "Precision variants" in (out / "README.md").read_text()
+
+
+def test_a_precision_the_export_lacks_is_one_line_error(trained):
+    from zoo.runtime import load
+    from zoo.runtime.text import sample_text
+
+    export = load(trained("rnn")["export"])
+    with pytest.raises(ValueError, match=r"graph 'step' of .* has no int8 variant \(it has: fp32\)"):
+        sample_text(export, export.runtime["vocabulary"][0], length=3, precision="int8")
+
+
+def test_onnx_scoring_of_variants_equals_keras_recurrent_nll(trained):
+    from zoo.models import text
+    from zoo.models.lstm import variant_metrics
+
+    t = trained("lstm")
+    with mock_data():
+        ids = zdata.encode(zdata.load_text(t["cfg"].dataset, "test"), t["model"].vocabulary)
+        keras_nats = text.recurrent_nll(t["model"], ids)["nats_per_char"]
+        scores = variant_metrics(t["export"], "step", {"fp32": "step.onnx", "int8": "step.int8.onnx"},
+                                 load_runtime_info(t["export"]), {"dataset": t["cfg"].dataset})
+    assert scores["fp32"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=1e-5)
+    assert scores["int8"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=0.05)
+    # In short chunks the state must be carried from one call to the next to give the same figure.
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(t["export"] / "step.onnx"), providers=["CPUExecutionProvider"])
+    sizes = [(name, size) for name, size in t["model"].state_sizes]
+    assert text.recurrent_nll_onnx(session, ids, sizes, chunk=3) == pytest.approx(keras_nats, abs=1e-5)
+
+
+def load_runtime_info(folder):
+    import json
+
+    return json.loads((folder / "manifest.json").read_text())["runtime"]

@@ -32,6 +32,7 @@ import tensorflow as tf
 from zoo import registry
 from zoo.models import load_model
 from zoo.config import ZooError
+from zoo.data import DataUnavailableError
 from zoo.runtime.core import sha256_file
 
 OPSET = 17
@@ -251,6 +252,10 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
                 "parity_max_abs_diff": diffs,
             }
 
+        for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
+            manifest_graphs[graph_name]["variants"] = {
+                "int8": int8_variant(tmp, graph_name, op_types, module, info, run.get("config") or {})}
+
         if hasattr(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
             module.export_files(model, tmp, info)
 
@@ -281,6 +286,42 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def int8_variant(folder: Path, graph_name: str, op_types, module, info: dict, config: dict) -> dict:
+    """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation of `op_types`
+    (int8 weights, activations quantised at run time), and its manifest entry: how it was made, the
+    contrib domain it needs, its largest output difference from fp32 on the graph's test data, and
+    the module's test metric for both files (`variant_metrics`), or why it was not measured."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, target = folder / f"{graph_name}.onnx", folder / f"{graph_name}.int8.onnx"
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8)
+    proto = onnx.load(str(target))
+    domains = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    test_dir = folder / "test_data" / graph_name / "test_data_set_0"
+    inputs = {}
+    for f in sorted(test_dir.glob("input_*.pb")):
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString(f.read_bytes())
+        inputs[tensor.name] = onnx.numpy_helper.to_array(tensor)
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)
+               for p in (source, target)]
+    entry = {
+        "onnx": target.name,
+        "quantization": f"onnxruntime.quantization.quantize_dynamic, {', '.join(op_types)}, int8 weights",
+        "domains": {d: next(o.version for o in proto.opset_import if o.domain == d) for d in domains},
+        "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(*outputs))),
+    }
+    try:
+        entry["test"] = module.variant_metrics(folder, graph_name, {"fp32": source.name, "int8": target.name},
+                                               info, config)
+    except (DataUnavailableError, ValueError) as e:  # no data here, or text the vocabulary cannot encode
+        entry["test"] = None                           # (a model fine-tuned on other text)
+        entry["test_note"] = f"not measured: {str(e).splitlines()[0]}"
+    return entry
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -478,6 +519,22 @@ def model_card(module, folder: Path, manifest: dict) -> str:
         lines.append("")
         if getattr(module, "EVAL_NOTE", None):
             lines += [module.EVAL_NOTE, ""]
+    variants = [(g, p, v) for g, spec in manifest["graphs"].items() for p, v in spec.get("variants", {}).items()]
+    if variants:
+        lines += ["## Precision variants", "", "| graph | file | made by | needs | max abs diff vs fp32 | test (fp32 / variant) |",
+                  "|---|---|---|---|---|---|"]
+        for graph, precision, v in variants:
+            needs = ", ".join(f"`{d}` opset {o}" for d, o in v["domains"].items()) or "standard ops"
+            if v.get("test"):
+                test = "; ".join(f"{k}: {v['test']['fp32'][k]:.4f} / {v['test'][precision][k]:.4f}"
+                                 for k in v["test"]["fp32"])
+            else:
+                test = v.get("test_note", "not measured")
+            lines.append(f"| {graph} | `{v['onnx']}` | {v['quantization']} | {needs} | "
+                         f"{v['max_abs_diff_vs_fp32']:.2e} | {test} |")
+        lines += ["", "Both test figures score the ONNX graphs the same way (the fp32 one can differ from the "
+                  "Keras figure above in the last digits). `python -m zoo.runtime sample <folder> --precision "
+                  f"{variants[0][1]}` samples with the variant.", ""]
     if hasattr(module, "card_sample"):
         lines += [module.card_sample(folder, manifest), ""]
     lines += ["## Files", "", "| file | bytes |", "|---|---|"]

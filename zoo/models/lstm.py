@@ -105,6 +105,11 @@ def build_model(cfg, data):
     return text.compile_char_model(model, cfg, data.steps_per_epoch)
 
 
+# int8 variant of the step graph (`step.int8.onnx`): onnxruntime's dynamic quantisation of the
+# LSTM op (com.microsoft DynamicQuantizeLSTM) and the logits MatMul, int8 weights, activations
+# quantised per call. zoo.runtime runs it on request (`--precision int8`).
+INT8_GRAPHS = {"step": ("LSTM", "MatMul")}
+variant_metrics = text.recurrent_variant_metrics
 evaluate = text.evaluate_recurrent
 EVAL_NOTE = text.RECURRENT_EVAL_NOTE
 export_graphs = text.recurrent_graphs

@@ -138,6 +138,43 @@ def recurrent_nll(model, ids: np.ndarray, streams: int = 16, chunk: int = 256) -
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars_scored": streams * n}
 
 
+def recurrent_nll_onnx(session, ids: np.ndarray, state_sizes: list, streams: int = 16, chunk: int = 256) -> float:
+    """`recurrent_nll`'s nats per character, with an exported step graph in ONNX Runtime: the same
+    pieces, chunks and carried state, so fp32 and int8 graphs are scored exactly as Keras is."""
+    streams = max(1, min(streams, (len(ids) - 1) // 2))
+    n = (len(ids) - 1) // streams
+    x = np.stack([ids[i * n : (i + 1) * n] for i in range(streams)]).astype(np.int32)
+    y = np.stack([ids[i * n + 1 : (i + 1) * n + 1] for i in range(streams)])
+    state = {name: np.zeros((streams, size), np.float32) for name, size in state_sizes}
+    names = [o.name for o in session.get_outputs()]
+    total = 0.0
+    for j in range(0, n, chunk):
+        out = dict(zip(names, session.run(names, {"tokens": x[:, j : j + chunk], **state})))
+        logits = out["logits"].astype(np.float64)
+        top = logits.max(axis=-1, keepdims=True)
+        log_z = top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))
+        picked = np.take_along_axis(logits, y[:, j : j + chunk, None], axis=-1)[..., 0]
+        total += float((log_z - picked).sum())
+        state = {name: out[f"next_{name}"] for name in state}
+    return total / (streams * n)
+
+
+def recurrent_variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:
+    """{precision: test nats/char of that file of `graph`} on the config's TFDS test split, scored
+    by `recurrent_nll_onnx` (the fp32 figure beside the int8 one, measured the same way)."""
+    import onnxruntime as ort
+
+    ids = zdata.encode(zdata.load_text(config["dataset"], "test"), info["vocabulary"])
+    sizes = None
+    out = {}
+    for precision, name in files.items():
+        session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        if sizes is None:
+            sizes = [(i.name, i.shape[1]) for i in session.get_inputs() if i.name != "tokens"]
+        out[precision] = {"test_nats_per_char": recurrent_nll_onnx(session, ids, sizes)}
+    return out
+
+
 RECURRENT_EVAL_NOTE = (
     "Test loss: the TFDS test split read as 16 contiguous pieces with the state carried from the "
     "start of each piece, every character but a piece's first scored once (zoo.models.text.recurrent_nll)."

@@ -66,14 +66,29 @@ class Export:
             raise KeyError(f"no graph {name!r} in {self.path}; graphs: {', '.join(graphs)}")
         return graphs[name]
 
-    def session(self, name: str, threads: int = 0):
+    PRECISIONS = ("fp32", "int8")
+
+    def graph_file(self, name: str, precision: str = "fp32") -> str:
+        """The ONNX file of graph `name` at `precision`: fp32 (the graph itself) or a variant the
+        manifest lists under the graph's `variants` (e.g. int8: `step.int8.onnx`)."""
+        graph = self.graph(name)
+        if precision == "fp32":
+            return graph["onnx"]
+        variants = graph.get("variants", {})
+        if precision not in variants:
+            have = ", ".join(["fp32", *variants])
+            raise ValueError(f"graph {name!r} of {self.path} has no {precision} variant (it has: {have})")
+        return variants[precision]["onnx"]
+
+    def session(self, name: str, threads: int = 0, precision: str = "fp32"):
         """The ONNX Runtime session of graph `name`; `threads` > 0 caps its intra-op threads
-        (one thread runs a tiny per-sample step faster than two that must synchronise)."""
-        key = (name, threads)
+        (one thread runs a tiny per-sample step faster than two that must synchronise); `precision`
+        "int8" runs the graph's int8 variant where the manifest lists one."""
+        key = (name, threads, precision)
         if key not in self._sessions:
             import onnxruntime as ort
 
-            path = self.path / self.graph(name)["onnx"]
+            path = self.path / self.graph_file(name, precision)
             if not path.is_file():
                 raise ExportFileError(f"{path} not found")
             options = ort.SessionOptions()
@@ -117,13 +132,13 @@ class Export:
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 raise ValueError(f"input {key!r} of graph {name!r} holds NaN or infinite values")
 
-    def run(self, name: str, inputs: dict, check: bool = True) -> dict:
+    def run(self, name: str, inputs: dict, check: bool = True, precision: str = "fp32") -> dict:
         """Run graph `name`; returns {output name: array}. Inputs the graph cannot take are a
         ValueError naming them (checked against the manifest first; what only the graph knows, such as
         a position past the model's context, comes back from ONNX Runtime the same way)."""
         if check:
             self.check_inputs(name, inputs)
-        session = self.session(name)
+        session = self.session(name, precision=precision)
         names = [o.name for o in session.get_outputs()]
         try:
             return dict(zip(names, session.run(names, inputs)))

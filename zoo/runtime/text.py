@@ -22,11 +22,12 @@ def encode(text: str, vocabulary: str) -> np.ndarray:
 
 
 def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, temperature: float = 0.8,
-                top_k: int = 0, seed: int = 0, batch: int = 1, on_full: str = "slide") -> list:
+                top_k: int = 0, seed: int = 0, batch: int = 1, on_full: str = "slide", precision: str = "fp32") -> list:
     """`batch` continuations of `prompt`, `length` characters each (prompt included in the result).
 
     `on_full` (models with a maximum context): "slide" keeps generating by re-reading the last
     half of the context when it fills; "refuse" raises ValueError if prompt + length exceed it.
+    `precision`: "fp32" (default) or "int8", the graph's int8 variant where the export has one.
     """
     kind = export.runtime.get("kind")
     if kind not in ("text-recurrent", "text-cached"):
@@ -36,6 +37,7 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     if length < 0 or batch < 1:
         raise ValueError("length must be >= 0 and batch >= 1")
     if kind == "text-cached":
+        export.graph_file(export.runtime["graph"], precision)  # refuses a precision it lacks
         return _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full)
     info = export.runtime
     vocabulary = info["vocabulary"]
@@ -44,8 +46,8 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     tokens = np.tile(encode(prompt, vocabulary), (batch, 1))
     feed = {name: np.zeros((batch, specs[name]["shape"][1]), np.float32) for name in info["state"]}
     feed["tokens"] = tokens
-    out = export.run(graph, feed)  # the whole prompt in one call, then one character a step
-    session = export.session(graph)
+    out = export.run(graph, feed, precision=precision)  # the whole prompt in one call, then one character a step
+    session = export.session(graph, precision=precision)
     names = [o.name for o in session.get_outputs()]
     rng = np.random.default_rng(seed)
     generated = np.zeros((batch, length), np.int32)
