@@ -223,7 +223,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
         loaded = tf.saved_model.load(str(tmp / "saved_model"))
 
         info = module.runtime_info(model)
-        manifest_graphs = {}
+        manifest_graphs, test_inputs = {}, {}
         rng = np.random.default_rng(seed)
         for g in graphs:
             metadata = {
@@ -242,6 +242,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
             output_names = [o.name for o in proto.graph.output]
             test_dir = Path("test_data") / g.name / "test_data_set_0"
             write_test_data(tmp / test_dir, g, inputs, reference, output_names)
+            test_inputs[g.name] = inputs
             manifest_graphs[g.name] = {
                 "onnx": f"{g.name}.onnx",
                 "opset": OPSET,
@@ -254,7 +255,8 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
 
         for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
             manifest_graphs[graph_name]["variants"] = {
-                "int8": int8_variant(tmp, graph_name, op_types, module, info, run.get("config") or {})}
+                "int8": int8_variant(tmp, graph_name, op_types, test_inputs[graph_name], module, info,
+                                     run.get("config") or {})}
 
         if hasattr(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
             module.export_files(model, tmp, info)
@@ -288,11 +290,11 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
     return out_dir
 
 
-def int8_variant(folder: Path, graph_name: str, op_types, module, info: dict, config: dict) -> dict:
+def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict, module, info: dict, config: dict) -> dict:
     """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation of `op_types`
     (int8 weights, activations quantised at run time), and its manifest entry: how it was made, the
-    contrib domain it needs, its largest output difference from fp32 on the graph's test data, and
-    the module's test metric for both files (`variant_metrics`), or why it was not measured."""
+    contrib domain it needs, its largest output difference from fp32 on `inputs` (the graph's test
+    data), and the module's test metric for both files (`variant_metrics`), or why it was not measured."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -301,12 +303,6 @@ def int8_variant(folder: Path, graph_name: str, op_types, module, info: dict, co
     quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8)
     proto = onnx.load(str(target))
     domains = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
-    test_dir = folder / "test_data" / graph_name / "test_data_set_0"
-    inputs = {}
-    for f in sorted(test_dir.glob("input_*.pb")):
-        tensor = onnx.TensorProto()
-        tensor.ParseFromString(f.read_bytes())
-        inputs[tensor.name] = onnx.numpy_helper.to_array(tensor)
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)
                for p in (source, target)]
     entry = {

@@ -109,16 +109,24 @@ def load_data(cfg, data_dir=None) -> TextData:
     )
 
 
+def pieces(ids: np.ndarray, streams: int) -> tuple:
+    """`ids` cut into (at most) `streams` contiguous pieces of one length: (inputs [streams, n],
+    next-character targets [streams, n]); the tail that does not fill a piece is left out."""
+    streams = max(1, min(streams, (len(ids) - 1) // 2))
+    n = (len(ids) - 1) // streams
+    x = np.stack([ids[i * n : (i + 1) * n] for i in range(streams)])
+    y = np.stack([ids[i * n + 1 : (i + 1) * n + 1] for i in range(streams)])
+    return x, y
+
+
 def recurrent_nll(model, ids: np.ndarray, streams: int = 16, chunk: int = 256) -> dict:
     """Mean next-character loss over `ids`, read as `streams` contiguous pieces with carried state.
 
     Every character but the first of each piece is predicted from everything before it in its
     piece, the way sampling uses the model (state carried indefinitely).
     """
-    streams = max(1, min(streams, (len(ids) - 1) // 2))
-    n = (len(ids) - 1) // streams
-    x = np.stack([ids[i * n : (i + 1) * n] for i in range(streams)])
-    y = np.stack([ids[i * n + 1 : (i + 1) * n + 1] for i in range(streams)])
+    x, y = pieces(ids, streams)
+    streams, n = x.shape
     specs = [tf.TensorSpec([streams, None], tf.int32)] * 2 + [
         tf.TensorSpec([streams, size], tf.float32) for _, size in model.state_sizes
     ]
@@ -141,10 +149,8 @@ def recurrent_nll(model, ids: np.ndarray, streams: int = 16, chunk: int = 256) -
 def recurrent_nll_onnx(session, ids: np.ndarray, state_sizes: list, streams: int = 16, chunk: int = 256) -> float:
     """`recurrent_nll`'s nats per character, with an exported step graph in ONNX Runtime: the same
     pieces, chunks and carried state, so fp32 and int8 graphs are scored exactly as Keras is."""
-    streams = max(1, min(streams, (len(ids) - 1) // 2))
-    n = (len(ids) - 1) // streams
-    x = np.stack([ids[i * n : (i + 1) * n] for i in range(streams)]).astype(np.int32)
-    y = np.stack([ids[i * n + 1 : (i + 1) * n + 1] for i in range(streams)])
+    x, y = pieces(ids, streams)
+    x, (streams, n) = x.astype(np.int32), x.shape
     state = {name: np.zeros((streams, size), np.float32) for name, size in state_sizes}
     names = [o.name for o in session.get_outputs()]
     total = 0.0

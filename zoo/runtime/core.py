@@ -66,8 +66,6 @@ class Export:
             raise KeyError(f"no graph {name!r} in {self.path}; graphs: {', '.join(graphs)}")
         return graphs[name]
 
-    PRECISIONS = ("fp32", "int8")
-
     def graph_file(self, name: str, precision: str = "fp32") -> str:
         """The ONNX file of graph `name` at `precision`: fp32 (the graph itself) or a variant the
         manifest lists under the graph's `variants` (e.g. int8: `step.int8.onnx`)."""
