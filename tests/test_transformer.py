@@ -136,3 +136,30 @@ def test_runtime_cached_greedy_text_equals_keras_recomputation(trained):
     for n in range(len(prompt), 15):
         ids = np.array([[vocab.index(c) for c in text[0][:n]]], np.int64)
         assert vocab[int(np.asarray(model(ids)[0])[0, -1].argmax())] == text[0][n]
+
+
+def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(trained):
+    from zoo.data import encode, load_text
+    from zoo.models.transformer import variant_metrics, windowed_nll
+    from zoo.runtime.text import sample_text
+
+    from tests.conftest import mock_data
+
+    run = trained("transformer")
+    folder, model = run["export"], run["model"]
+    export = runtime.load(folder)  # verifies every file, decoder.int8.onnx included
+    variant = export.graph("decoder")["variants"]["int8"]
+    assert variant["onnx"] == "decoder.int8.onnx" and 0 < variant["max_abs_diff_vs_fp32"] < 0.1
+    ops = {n.op_type for n in onnx.load(str(folder / "decoder.int8.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    with mock_data():
+        ids = encode(load_text(run["cfg"].dataset, "test"), model.vocabulary)
+        keras_nats = windowed_nll(model, ids, model.max_context)["nats_per_char"]
+        scores = variant_metrics(folder, "decoder", {"fp32": "decoder.onnx", "int8": "decoder.int8.onnx"},
+                                 export.runtime, {"dataset": run["cfg"].dataset})
+    assert scores["fp32"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=1e-5)
+    assert scores["int8"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=0.05)
+    prompt = export.runtime["vocabulary"][-1]
+    fp32 = sample_text(export, prompt, length=30, temperature=0.0)  # past the context: the slide too
+    int8 = sample_text(export, prompt, length=30, temperature=0.0, precision="int8")
+    assert len(int8[0]) == len(fp32[0]) == 31

@@ -156,13 +156,17 @@ def recurrent_nll_onnx(session, ids: np.ndarray, state_sizes: list, streams: int
     total = 0.0
     for j in range(0, n, chunk):
         out = dict(zip(names, session.run(names, {"tokens": x[:, j : j + chunk], **state})))
-        logits = out["logits"].astype(np.float64)
-        top = logits.max(axis=-1, keepdims=True)
-        log_z = top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))
-        picked = np.take_along_axis(logits, y[:, j : j + chunk, None], axis=-1)[..., 0]
-        total += float((log_z - picked).sum())
+        total += float(token_nll(out["logits"], y[:, j : j + chunk]).sum())
         state = {name: out[f"next_{name}"] for name in state}
     return total / (streams * n)
+
+
+def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[target] at each position, in float64: logits [..., V], targets [...]."""
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    log_z = top[..., 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    return log_z - np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
 
 
 def recurrent_variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:

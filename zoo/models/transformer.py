@@ -198,35 +198,55 @@ def build_model(cfg, data):
     return model
 
 
-def windowed_nll(model, ids: np.ndarray, window: int, batch: int = 16) -> dict:
+def windowed_scores(ids: np.ndarray, window: int, batch: int, losses) -> dict:
     """Mean next-character loss over `ids` with windows of `window` characters sliding by half.
 
     Each window scores only its second half (the first window scores all), so every character is
     predicted from at least `window // 2` characters of context, and never from beyond the window.
+    `losses(x [B, window], y [B, window])` -> [B, window] nats of each target.
     """
     stride = window // 2
     starts = list(range(0, max(1, len(ids) - window), stride))
     if starts[-1] + window < len(ids) - 1:
         starts.append(len(ids) - 1 - window)
-
-    @tf.function(reduce_retracing=True)
-    def nll(x, y):
-        logits, _ = model(x, training=False)
-        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-
     total, count, scored_to = 0.0, 0, 0  # scored_to: characters 1..scored_to already scored
     for b in range(0, len(starts), batch):
         chunk = starts[b : b + batch]
         x = np.stack([ids[s : s + window] for s in chunk])
         y = np.stack([ids[s + 1 : s + window + 1] for s in chunk])
-        losses = nll(x, y).numpy().astype(np.float64)
-        for row, s in zip(losses, chunk):
+        for row, s in zip(np.asarray(losses(x, y), np.float64), chunk):
             first_new = max(scored_to, s) - s  # targets ids[s+1+j] already scored for j < first_new
             total += row[first_new:].sum()
             count += window - first_new
             scored_to = s + window
     nats = total / count
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars_scored": count}
+
+
+def windowed_nll(model, ids: np.ndarray, window: int, batch: int = 16) -> dict:
+    """`windowed_scores` of the Keras model."""
+
+    @tf.function(reduce_retracing=True)
+    def nll(x, y):
+        logits, _ = model(x, training=False)
+        return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+    return windowed_scores(ids, window, batch, lambda x, y: nll(x, y).numpy())
+
+
+def windowed_nll_onnx(session, ids: np.ndarray, info: dict, batch: int = 16) -> dict:
+    """`windowed_scores` of an exported decoder graph in ONNX Runtime (empty caches, each window in
+    one call): the same windows as the Keras figure, so fp32 and int8 files are scored alike."""
+    window = info["max_context"]
+    past = [info["past"].format(i=i, kind=k) for i in range(info["num_layers"]) for k in ("key", "value")]
+
+    def losses(x, y):
+        feed = {"input_ids": x.astype(np.int64), "position_ids": np.tile(np.arange(x.shape[1], dtype=np.int64),
+                                                                         (len(x), 1))}
+        feed.update({p: np.zeros((len(x), info["num_heads"], 0, info["head_dim"]), np.float32) for p in past})
+        return text.token_nll(session.run(["logits"], feed)[0], y)
+
+    return windowed_scores(ids, window, batch, losses)
 
 
 EVAL_NOTE = (
@@ -278,6 +298,22 @@ def export_graphs(model):
     return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
                   ranges={"input_ids": (0, model.vocab_size), "position_ids": (0, model.max_context)},
                   build=lambda opset: onnx_build.transformer_decoder(model, opset))]
+
+
+# int8 variant of the decoder (`decoder.int8.onnx`): onnxruntime's dynamic quantisation of its MatMuls
+# (q/k/v, attention output, MLP, logits; int8 weights, activations quantised per call). zoo.runtime
+# runs it on request (`--precision int8`); ONNX Runtime GenAI's config names the fp32 graph.
+INT8_GRAPHS = {"decoder": ("MatMul",)}
+
+
+def variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:
+    """{precision: test nats/char of that file} on the config's TFDS test split (windowed_nll_onnx)."""
+    import onnxruntime as ort
+
+    ids = zdata.encode(zdata.load_text(config["dataset"], "test"), info["vocabulary"])
+    return {precision: {"test_nats_per_char": windowed_nll_onnx(
+                ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"]), ids, info)["nats_per_char"]}
+            for precision, name in files.items()}
 
 
 def runtime_info(model) -> dict:
