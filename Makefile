@@ -72,8 +72,10 @@ test: venv
 test-large: venv
 	$(PY) -m pytest -m large
 
+# Speed of the exports: each model's figures to benchmarks/<model>.json, then README.md's tables from them
 bench: venv
-	$(PY) -m zoo.bench $(ARGS)
+	ZOO_COMMAND='make bench$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo.bench $(ARGS)
+	$(PY) -m zoo.bench --readme
 
 clean:
 	rm -rf runs .pytest_cache

@@ -14,14 +14,27 @@ included) vs running the full network on the last receptive field each step, and
 two-stage generation (prior, then vocoder) as the runtime runs it.
 Diffusion: images per second of the numpy DDIM (10, 20, 50, 100 steps) and DDPM (1,000 steps)
 samplers around the ONNX Runtime denoiser vs the Keras one, 16 images in one batch.
-Numbers depend on the machine; the README quotes a run on the zoo's 2-core build machine.
+Image graphs (gan generator, vae decoder, pixelcnn network on a whole image, diffusion denoiser):
+one pass of the exported graph in ONNX Runtime vs the Keras function it was exported from in a
+tf.function, the same inputs, alternated in rounds, batch 1 and 64.
+
+Each model's figures go to a record, `benchmarks/<model>.json` (the date, the command, the machine,
+the package versions and a hash of the export's manifest beside the rows), and
+`python -m zoo.bench --readme` writes the README's speed tables from the records (`make bench` does
+both), so every figure in those tables has a source. Numbers depend on the machine; the records are
+runs on the zoo's 2-core build machine.
 """
 
 import argparse
+import hashlib
+import json
 import os
+import platform
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +274,216 @@ def bench_audio(name, export_dir, samples, recompute_samples, batches):
     return rows
 
 
+def graph_inputs(graph, batch: int, sizes: dict, rng) -> dict:
+    """Inputs for an export `Graph` at `batch`: floats standard normal, integers within the graph's
+    ranges; other dynamic axes take their size from `sizes` (e.g. pixelcnn's rows: 28)."""
+    feed = {}
+    for spec in graph.input_signature:
+        shape = [batch if d == "batch" else sizes[d] if isinstance(d, str) else d for d in graph.axes[spec.name]]
+        if spec.dtype.is_integer:
+            lo, hi = graph.ranges.get(spec.name, (0, 1))
+            feed[spec.name] = rng.integers(lo, hi, shape).astype(spec.dtype.as_numpy_dtype)
+        else:
+            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype.as_numpy_dtype)
+    return feed
+
+
+def main_graph(name, export_dir):
+    """(the export, the `zoo.export.Graph` of its main graph, the manifest's `graph`, rebuilt from its
+    model.keras: the Keras function the ONNX file was made from)."""
+    from zoo import registry
+    from zoo.models import load_model
+
+    export = load(export_dir)
+    model = load_model(Path(export_dir) / "model.keras")
+    return export, next(g for g in registry.get(name).export_graphs(model) if g.name == export.runtime["graph"])
+
+
+def bench_graphs(name, export_dir, batches, rounds=7, round_seconds=0.3, sizes=None):
+    """Images/s of one pass of the export's main graph (the manifest's `graph`): its ONNX Runtime
+    session vs the Keras function it was exported from in a tf.function, on the same inputs. Each
+    engine's calls are timed in rounds of ~`round_seconds`, the engines alternating; the median round
+    counts, so a slow spell of the machine hits both."""
+    import tensorflow as tf
+
+    export, graph = main_graph(name, export_dir)
+    graph_name = graph.name
+    session = export.session(graph_name)
+    outputs = [o.name for o in session.get_outputs()]
+    keras_fn = graph.tf_function()
+    rows = []
+    for batch in batches:
+        feed = graph_inputs(graph, batch, sizes or {"rows": 28}, np.random.default_rng(0))
+        tensors = [tf.constant(feed[spec.name]) for spec in graph.input_signature]
+        engines = {"ONNX Runtime": lambda: session.run(outputs, feed),
+                   "TF tf.function": lambda: [t.numpy() for t in keras_fn(*tensors).values()]}
+        calls = {}
+        for engine, fn in engines.items():  # warm up, and size the rounds
+            fn()
+            start, n = time.perf_counter(), 0
+            while time.perf_counter() - start < round_seconds:
+                fn()
+                n += 1
+            calls[engine] = n
+        seconds = {engine: [] for engine in engines}
+        for _ in range(rounds):
+            for engine, fn in engines.items():
+                start = time.perf_counter()
+                for _ in range(calls[engine]):
+                    fn()
+                seconds[engine].append((time.perf_counter() - start) / calls[engine])
+        for engine in engines:
+            rows.append((name, f"{engine}, {graph_name}", batch, batch / float(np.median(seconds[engine]))))
+    return rows
+
+
+def profile_graph(name, export_dir, batch: int = 16, runs: int = 20, sizes=None) -> list:
+    """Where one pass of the export's main graph spends its time in ONNX Runtime: the session's own
+    profile (`enable_profiling`) over `runs` passes at `batch`, summed per op type, largest first:
+    [(op type, nodes, microseconds per pass, share)]."""
+    import onnxruntime as ort
+
+    export, graph = main_graph(name, export_dir)
+    feed = graph_inputs(graph, batch, sizes or {"rows": 28}, np.random.default_rng(0))
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / f"zoo-profile-{name}")
+    session = ort.InferenceSession(str(export.path / export.graph_file(graph.name)), options,
+                                   providers=["CPUExecutionProvider"])
+    for _ in range(3):  # warm up: not profiled apart, so drop the first passes below
+        session.run(None, feed)
+    for _ in range(runs):
+        session.run(None, feed)
+    path = Path(session.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink()
+    per_op, nodes, model_runs = {}, {}, 0
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            model_runs += 1
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = args.get("op_name", "?")
+            per_op[op] = per_op.get(op, 0) + event["dur"]
+            nodes.setdefault(op, set()).add(event["name"])
+    total = sum(per_op.values())
+    model_runs = max(1, model_runs)
+    return sorted(((op, len(nodes[op]), us / model_runs, us / total) for op, us in per_op.items()),
+                  key=lambda row: -row[2])
+
+
+# --- Records and the README's tables -------------------------------------------------------------
+
+RECORDS = Path("benchmarks")
+# The README's generated tables: id -> what a record's rows measure. Between the README's
+# `<!-- bench:ID -->` and `<!-- /bench:ID -->` lines, `--readme` writes the table of every record's
+# rows for ID, models in the registry's order, with each record's date and command below it.
+TABLES = {
+    "recurrent": ("chars/s", "batch"),
+    "cached": ("tokens/s", "batch"),
+    "graphs": ("images/s", "batch"),
+    "pixels": ("seconds", "images"),
+    "diffusion": ("images/s", "images"),
+    "audio": ("samples/s", "batch"),
+}
+PACKAGES = ("numpy", "onnxruntime", "tensorflow", "keras")
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def write_record(folder, name, export_dir, tables: dict, command: str) -> Path:
+    """`folder/<name>.json`: {table id: {"title", "rows": [[engine, batch, value], ...]}} with the date,
+    the command, the machine, the package versions and the sha256 of the export's manifest.json."""
+    manifest = Path(export_dir) / "manifest.json"
+    record = {"model": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+              "machine": machine(), "packages": package_versions(),
+              "export": {"folder": str(export_dir), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()},
+              "tables": {tid: {"title": title, "rows": [[engine, batch, value] for _, engine, batch, value in rows]}
+                         for tid, (title, rows) in tables.items() if rows}}
+    path = Path(folder) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def read_records(folder) -> list:
+    """The records in `folder`, models in the registry's order."""
+    from zoo.registry import MODELS
+
+    order = list(MODELS)
+    records = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    return sorted(records, key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["model"]))
+
+
+def _value(value) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def render_table(records, table_id, folder=RECORDS) -> str:
+    """The markdown for one table id: its title, the rows of every record that has it, and a line
+    per record naming its file, date, command and machine."""
+    unit, column = TABLES[table_id]
+    folder = Path(folder).name  # the README's links: the records' folder beside it
+    having = [r for r in records if table_id in r["tables"]]
+    if not having:
+        return f"(no record in {folder}/ has this table yet: `make bench`)"
+    lines = [having[0]["tables"][table_id]["title"] + ":", "", f"| model | engine | {column} | {unit} |",
+             "|---|---|---:|---:|"]
+    for r in having:
+        lines += [f"| {r['model']} | {engine} | {batch} | {_value(value)} |"
+                  for engine, batch, value in r["tables"][table_id]["rows"]]
+    lines.append("")
+    for r in having:
+        m, p = r["machine"], r["packages"]
+        title = r["tables"][table_id]["title"]
+        differs = "" if title == having[0]["tables"][table_id]["title"] else f"; its table: {title}"
+        lines.append(f"- {r['model']}: [`{folder}/{r['model']}.json`]({folder}/{r['model']}.json), "
+                     f"{r['date'][:10]}, `{r['command']}`, {m['cpus']} CPU cores, onnxruntime {p.get('onnxruntime')}, "
+                     f"tensorflow {p.get('tensorflow')}{differs}")
+    return "\n".join(lines)
+
+
+def update_readme(readme, folder=RECORDS) -> bool:
+    """Rewrite every `<!-- bench:ID -->` ... `<!-- /bench:ID -->` block of `readme` from the records
+    in `folder`. True when the file changed."""
+    readme = Path(readme)
+    text = readme.read_text()
+    records = read_records(folder)
+
+    def block(match):
+        table_id = match.group(1)
+        if table_id not in TABLES:
+            raise ValueError(f"{readme}: unknown benchmark table {table_id!r} (known: {', '.join(TABLES)})")
+        return f"<!-- bench:{table_id} -->\n{render_table(records, table_id, folder)}\n<!-- /bench:{table_id} -->"
+
+    new = re.sub(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->", block, text, flags=re.S)
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 def bench_wavenet_stages(run_dir, steps=30, rounds=3):
     """Seconds per training step of each wavenet stage alone (the default run trains both in one
     step): the same batches, the stages' own losses and weights, alternated `rounds` times in one
@@ -353,7 +576,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", default="exports", help="folder holding exports/<model>/")
-    parser.add_argument("--models", default="rnn,lstm,transformer,pixelcnn,wavenet,diffusion")
+    parser.add_argument("--models", default="rnn,lstm,transformer,gan,vae,pixelcnn,wavenet,diffusion")
     parser.add_argument("--pixel-images", type=int, default=16, help="pixelcnn: images sampled together")
     parser.add_argument("--diffusion-images", type=int, default=16, help="diffusion: images sampled together")
     parser.add_argument("--samplers", default="ddim-10,ddim-20,ddim-50,ddim-100,ddpm-1000", help="diffusion samplers")
@@ -366,6 +589,15 @@ def main(argv=None):
     parser.add_argument("--audio-samples", type=int, default=16000, help="wavenet: samples per stream, cached")
     parser.add_argument("--recompute-samples", type=int, default=400, help="wavenet: the same, recomputing")
     parser.add_argument("--audio-batches", default="1,16", help="wavenet batch sizes")
+    parser.add_argument("--graph-batches", default="1,64", help="image graphs' batch sizes")
+    parser.add_argument("--records", default=str(RECORDS),
+                        help="folder of the records: each model's figures go to RECORDS/<model>.json")
+    parser.add_argument("--no-record", action="store_true", help="print the tables only")
+    parser.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
+                        help="instead of measuring: write FILE's (README.md's) speed tables from the records")
+    parser.add_argument("--profile", metavar="MODEL",
+                        help="instead of timing: ONNX Runtime's profile of one pass of MODEL's main graph (the "
+                             "image models), time per op type, at the first of --graph-batches")
     parser.add_argument("--wavenet-stages", metavar="RUN_DIR",
                         help="instead of generation: seconds per training step of each wavenet stage of the run "
                              "in RUN_DIR (e.g. runs/wavenet/default), alone, alternated in one process")
@@ -374,6 +606,10 @@ def main(argv=None):
                              "its rewrite), batch 1, alternated in one process, on 1 and 2 threads")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.readme:
+        changed = update_readme(args.readme, args.records)
+        print(f"{args.readme}: {'tables rewritten' if changed else 'tables already match'} the records in {args.records}/")
+        return
     if args.compare_graphs:
         result = compare_graphs(*args.compare_graphs)
         print(f"nodes: {result['nodes'][0]} -> {result['nodes'][1]}; outputs differ by at most {result['max_abs_diff']:.2g}")
@@ -382,13 +618,35 @@ def main(argv=None):
             a, b = result[n]
             print(f"| {n} | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
         return
+    if args.profile:
+        batch = int(args.graph_batches.split(",")[0])
+        rows = profile_graph(args.profile, Path(args.exports) / args.profile, batch)
+        print(f"{args.profile}: one pass at batch {batch}, ONNX Runtime's profile, "
+              f"{sum(r[2] for r in rows):,.0f} us of kernels\n")
+        print("| op type | nodes | us per pass | share |\n|---|---:|---:|---:|")
+        for op, count, us, share in rows:
+            print(f"| {op} | {count} | {us:,.0f} | {100 * share:.1f}% |")
+        return
     if args.wavenet_stages:
         print("| stage | seconds per training step | share of the two |\n|---|---:|---:|")
         for stage, seconds, share in bench_wavenet_stages(args.wavenet_stages):
             print(f"| {stage} | {seconds:.3f} | {100 * share:.0f}% |")
         return
     batches = [int(b) for b in args.batches.split(",")]
-    rows, cached_rows, audio_rows, pixel_rows, diffusion_rows = [], [], [], [], []
+    command = os.environ.get("ZOO_COMMAND") or " ".join(["python -m zoo.bench", *(argv if argv is not None else sys.argv[1:])])
+    titles = {
+        "recurrent": f"Recurrent text generation, characters per second, {args.length} characters per stream",
+        "cached": f"Transformer generation, tokens per second, {args.new_tokens} new tokens after a "
+                  f"{args.prompt_tokens}-token prompt, greedy",
+        "graphs": "Image graphs, one pass, images per second: the export's graph in ONNX Runtime vs the Keras "
+                  "function it was exported from (median of alternated rounds)",
+        "pixels": f"PixelCNN sampling, seconds to draw {args.pixel_images} images pixel by pixel (784 network runs)",
+        "diffusion": f"Diffusion sampling, images per second for one batch of {args.diffusion_images} "
+                     "(classifier-free guidance as in the manifest)",
+        "audio": "WaveNet generation, audio samples per second (8,000 a second is real time), sampling at "
+                 "temperature 1 included",
+    }
+    every = {tid: [] for tid in titles}
     names = args.models.split(",")
     progress = Progress(len(names), "benchmarking model")  # each takes minutes
     for name in names:
@@ -398,28 +656,28 @@ def main(argv=None):
             print(f"skipping {name}: no export in {folder} (make train-{name})")
             continue
         kind = load(folder, verify=False).runtime["kind"]
+        tables = {}
+        if kind in ("image-generator", "image-diffusion", "image-autoregressive"):
+            tables["graphs"] = bench_graphs(name, folder, [int(b) for b in args.graph_batches.split(",")])
         if kind == "image-diffusion":
-            diffusion_rows += bench_diffusion(name, folder, args.diffusion_images, args.samplers.split(","))
+            tables["diffusion"] = bench_diffusion(name, folder, args.diffusion_images, args.samplers.split(","))
         elif kind == "image-autoregressive":
-            pixel_rows += bench_pixels(name, folder, args.pixel_images)
+            tables["pixels"] = bench_pixels(name, folder, args.pixel_images)
         elif kind == "audio-generator":
-            audio_rows += bench_audio(name, folder, args.audio_samples, args.recompute_samples,
-                                      [int(b) for b in args.audio_batches.split(",")])
+            tables["audio"] = bench_audio(name, folder, args.audio_samples, args.recompute_samples,
+                                          [int(b) for b in args.audio_batches.split(",")])
         elif kind == "text-cached":
-            cached_rows += bench_cached(name, folder, args.prompt_tokens, args.new_tokens,
-                                        [int(b) for b in args.cached_batches.split(",")])
-        else:
-            rows += bench_text(name, folder, args.length, batches, args.eager_length)
+            tables["cached"] = bench_cached(name, folder, args.prompt_tokens, args.new_tokens,
+                                            [int(b) for b in args.cached_batches.split(",")])
+        elif kind == "text-recurrent":
+            tables["recurrent"] = bench_text(name, folder, args.length, batches, args.eager_length)
+        for tid, rows in tables.items():
+            every[tid] += rows
+        if not args.no_record:
+            print(f"wrote {write_record(args.records, name, folder, {t: (titles[t], r) for t, r in tables.items()}, command)}")
     progress.close()
-    print_table(f"Recurrent text generation, characters per second, {args.length} characters per stream", "chars/s", rows)
-    print_table(f"Transformer generation, tokens per second, {args.new_tokens} new tokens after a "
-                f"{args.prompt_tokens}-token prompt, greedy", "tokens/s", cached_rows)
-    print_table("PixelCNN sampling, seconds for a batch of images drawn pixel by pixel (784 network runs)",
-                "seconds", pixel_rows, column="images")
-    print_table("Diffusion sampling, images per second (one batch, classifier-free guidance as in the manifest)",
-                "images/s", diffusion_rows, column="images")
-    print_table("WaveNet generation, audio samples per second (8,000 a second is real time), "
-                "sampling at temperature 1 included", "samples/s", audio_rows)
+    for tid, rows in every.items():
+        print_table(titles[tid], TABLES[tid][0], rows, column=TABLES[tid][1])
 
 
 def print_table(title, unit, rows, column="batch"):

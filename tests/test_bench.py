@@ -1,0 +1,88 @@
+"""`make bench`: its records, the README tables written from them, and the image graph bench."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from zoo import bench
+
+
+def fake_export(folder):
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"model": "fake"}')
+    return folder
+
+
+def test_a_record_becomes_the_readme_table(tmp_path):
+    records = tmp_path / "records"
+    rows = [("rnn", "ONNX Runtime", 1, 8819.4), ("rnn", "TF eager", 1, 10.25)]
+    path = bench.write_record(records, "rnn", fake_export(tmp_path / "rnn"), {"recurrent": ("Chars", rows)},
+                              "make bench ARGS=x")
+    record = json.loads(path.read_text())
+    assert record["tables"]["recurrent"]["rows"] == [["ONNX Runtime", 1, 8819.4], ["TF eager", 1, 10.25]]
+    assert record["command"] == "make bench ARGS=x" and record["machine"]["cpus"] >= 1
+    assert set(record["packages"]) == set(bench.PACKAGES) and len(record["export"]["manifest_sha256"]) == 64
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:recurrent -->\nold figures\n<!-- /bench:recurrent -->\n"
+                      "<!-- bench:audio -->\n<!-- /bench:audio -->\nend\n")
+    assert bench.update_readme(readme, records)
+    text = readme.read_text()
+    assert "| rnn | ONNX Runtime | 1 | 8,819 |" in text and "| rnn | TF eager | 1 | 10.2 |" in text
+    assert "old figures" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "`make bench ARGS=x`" in text and "(records/rnn.json)" in text
+    assert "no record" in text.split("<!-- bench:audio -->")[1]  # a table without records says so
+    assert not bench.update_readme(readme, records)  # written once, stable
+
+    readme.write_text("<!-- bench:nonsense -->\n<!-- /bench:nonsense -->\n")
+    with pytest.raises(ValueError, match="nonsense"):
+        bench.update_readme(readme, records)
+
+
+def test_readme_speed_tables_are_the_committed_records(tmp_path):
+    """Every table between bench markers in README.md is what `python -m zoo.bench --readme` writes
+    from benchmarks/*.json: a figure edited by hand, or a record without its README update, fails."""
+    copy = tmp_path / "README.md"
+    copy.write_text((ROOT / "README.md").read_text())
+    text = copy.read_text()
+    for table_id in bench.TABLES:
+        assert f"<!-- bench:{table_id} -->" in text, table_id
+    records = bench.read_records(ROOT / bench.RECORDS)  # every model measured
+    assert {r["model"] for r in records} >= {"rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet",
+                                             "diffusion"}
+    assert not bench.update_readme(copy, ROOT / bench.RECORDS), "README.md's speed tables differ from benchmarks/*.json"
+
+
+def test_image_graph_bench_times_both_engines_on_the_same_inputs(trained):
+    export = trained("gan")["export"]
+    rows = bench.bench_graphs("gan", export, [1, 3], rounds=1, round_seconds=0.01)
+    assert [(r[1], r[2]) for r in rows] == [("ONNX Runtime, generator", 1), ("TF tf.function, generator", 1),
+                                             ("ONNX Runtime, generator", 3), ("TF tf.function, generator", 3)]
+    assert all(r[3] > 0 and np.isfinite(r[3]) for r in rows)
+
+
+def test_graph_inputs_follow_the_graph_signature(trained):
+    from zoo import registry
+    from zoo.models import load_model
+
+    export = trained("pixelcnn")["export"]
+    graph = registry.get("pixelcnn").export_graphs(load_model(export / "model.keras"))[0]
+    feed = bench.graph_inputs(graph, 5, {"rows": 28}, np.random.default_rng(0))
+    assert feed["image"].shape == (5, 28, 28, 1) and feed["image"].dtype == np.float32
+    for name, (lo, hi) in graph.ranges.items():
+        if name in feed:
+            assert feed[name].min() >= lo and feed[name].max() < hi
+
+
+def test_profile_sums_onnx_runtime_kernel_time_per_op_type(trained):
+    import onnx
+
+    export = trained("gan")["export"]
+    rows = bench.profile_graph("gan", export, batch=2, runs=3)
+    graph_ops = {n.op_type for n in onnx.load(str(export / "generator.onnx")).graph.node}
+    assert rows and abs(sum(r[3] for r in rows) - 1.0) < 1e-6
+    assert {r[0] for r in rows} & (graph_ops | {"FusedConv", "FusedGemm"})  # ONNX Runtime may fuse nodes
+    assert all(r[1] >= 1 and r[2] > 0 for r in rows)
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
