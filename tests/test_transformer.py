@@ -163,3 +163,5 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     fp32 = sample_text(export, prompt, length=30, temperature=0.0)  # past the context: the slide too
     int8 = sample_text(export, prompt, length=30, temperature=0.0, precision="int8")
     assert len(int8[0]) == len(fp32[0]) == 31
+    int8_file = str(folder / "decoder.int8.onnx")  # the int8 graph ran: prefill, decoding and the slide
+    assert sum(s._model_path == int8_file for s in export._sessions.values()) == 2  # all threads, one thread

@@ -37,8 +37,7 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     if length < 0 or batch < 1:
         raise ValueError("length must be >= 0 and batch >= 1")
     if kind == "text-cached":
-        export.graph_file(export.runtime["graph"], precision)  # refuses a precision it lacks
-        return _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full)
+        return _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision)
     info = export.runtime
     vocabulary = info["vocabulary"]
     graph = info["graph"]
@@ -60,7 +59,7 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     return [prompt + "".join(vocabulary[j] for j in row) for row in generated]
 
 
-def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full):
+def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
     info = export.runtime
     vocabulary, limit, graph = info["vocabulary"], info["max_context"], info["graph"]
     if on_full not in ("slide", "refuse"):
@@ -74,14 +73,14 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
     # One new token of one or two sequences is too little work to share between threads (one
     # thread decoded faster here); larger batches and the prefill (export.run) use all of ONNX
     # Runtime's threads.
-    session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0)
+    session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)
     names = [o.name for o in session.get_outputs()]
     empty = np.zeros((batch, info["num_heads"], 0, info["head_dim"]), np.float32)
 
     def prefill(ids):  # ids [batch, n] from position 0, with an empty cache
         feed = {"input_ids": ids, "position_ids": np.tile(np.arange(ids.shape[1], dtype=np.int64), (batch, 1))}
         feed.update({name: empty for name in past_names})
-        return export.run(graph, feed)
+        return export.run(graph, feed, precision=precision)
 
     # Decoding keeps the cache inside ONNX Runtime: each step's presents (OrtValues) are bound as
     # the next step's pasts, with no copy of the growing cache into numpy and back.
