@@ -169,20 +169,26 @@ def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return log_z - np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
 
 
-def recurrent_variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:
-    """{precision: test nats/char of that file of `graph`} on the config's TFDS test split, scored
-    by `recurrent_nll_onnx` (the fp32 figure beside the int8 one, measured the same way)."""
+def variant_test_nats(folder, files: dict, info: dict, config: dict, score) -> dict:
+    """{precision: {"test_nats_per_char": score(session, ids)}} for each ONNX file in `files`
+    ({precision: file name in `folder`}), every file scored by the same `score` on the config's TFDS
+    test split: the fp32 figure beside the int8 one, measured the same way."""
     import onnxruntime as ort
 
     ids = zdata.encode(zdata.load_text(config["dataset"], "test"), info["vocabulary"])
-    sizes = None
-    out = {}
-    for precision, name in files.items():
-        session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-        if sizes is None:
-            sizes = [(i.name, i.shape[1]) for i in session.get_inputs() if i.name != "tokens"]
-        out[precision] = {"test_nats_per_char": recurrent_nll_onnx(session, ids, sizes)}
-    return out
+    return {precision: {"test_nats_per_char": score(ort.InferenceSession(str(folder / name),
+                                                                         providers=["CPUExecutionProvider"]), ids)}
+            for precision, name in files.items()}
+
+
+def recurrent_variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:
+    """`variant_test_nats` of a step graph, scored by `recurrent_nll_onnx`."""
+
+    def score(session, ids):
+        sizes = [(i.name, i.shape[1]) for i in session.get_inputs() if i.name != "tokens"]
+        return recurrent_nll_onnx(session, ids, sizes)
+
+    return variant_test_nats(folder, files, info, config, score)
 
 
 RECURRENT_EVAL_NOTE = (

@@ -307,13 +307,9 @@ INT8_GRAPHS = {"decoder": ("MatMul",)}
 
 
 def variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:
-    """{precision: test nats/char of that file} on the config's TFDS test split (windowed_nll_onnx)."""
-    import onnxruntime as ort
-
-    ids = zdata.encode(zdata.load_text(config["dataset"], "test"), info["vocabulary"])
-    return {precision: {"test_nats_per_char": windowed_nll_onnx(
-                ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"]), ids, info)["nats_per_char"]}
-            for precision, name in files.items()}
+    """`text.variant_test_nats` of the decoder, scored by `windowed_nll_onnx`."""
+    return text.variant_test_nats(folder, files, info, config,
+                                  lambda session, ids: windowed_nll_onnx(session, ids, info)["nats_per_char"])
 
 
 def runtime_info(model) -> dict:
