@@ -236,14 +236,9 @@ def prior(args):
     keras.utils.set_random_seed(cfg.seed)
     parts = wavenet.split_clips(cfg)
 
-    def dataset(part, training):
-        clips, digits = parts[part]
-        frames, lengths = wavenet.prior_sequences(clips, cfg.max_frames, cfg.sample_rate)
-        ds = tf.data.Dataset.from_tensor_slices({"frames": frames, "lengths": lengths, "digit": digits})
-        if training:  # as wavenet.load_data's prior stream
-            return (ds.shuffle(len(digits), seed=cfg.seed + 1, reshuffle_each_iteration=True).repeat()
-                    .batch(cfg.prior_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        return ds.batch(64)
+    def dataset(part, training):  # wavenet.load_data's prior stream
+        ds = wavenet.prior_dataset(*parts[part], cfg, training)
+        return ds.prefetch(tf.data.AUTOTUNE) if training else ds.batch(64)
 
     steps_per_epoch = cfg.steps_per_epoch or len(parts["train"][1]) // cfg.batch_size
     model = prior_model(prior_families()[args.family](cfg))

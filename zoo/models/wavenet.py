@@ -458,12 +458,23 @@ class AudioData:
     split_sizes: dict
 
 
+def prior_dataset(clips: list, digits: np.ndarray, cfg, training: bool) -> tf.data.Dataset:
+    """The prior's {frames, lengths, digit} of `clips` (prior_sequences): in training an endless
+    stream, reshuffled on every pass, in batches of `prior_batch_size`; otherwise one by one, in order."""
+    frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)
+    prior = tf.data.Dataset.from_tensor_slices({"frames": frames, "lengths": lengths, "digit": digits})
+    if not training:
+        return prior
+    return (prior.shuffle(len(digits), seed=cfg.seed + 1, reshuffle_each_iteration=True).repeat()
+            .batch(cfg.prior_batch_size, drop_remainder=True))
+
+
 def load_data(cfg, data_dir=None) -> AudioData:
     parts = split_clips(cfg, data_dir)
 
     def dataset(part, training):
         clips, digits = parts[part]
-        frames, lengths = prior_sequences(clips, cfg.max_frames, cfg.sample_rate)  # the prior learns real voices
+        prior = prior_dataset(clips, digits, cfg, training)  # the prior learns real voices
         if training and cfg.vocoder_copies:
             extra, extra_digits = perturb(clips, digits, cfg.vocoder_copies, cfg.seed)
             clips, digits_v = clips + extra, np.concatenate([digits, extra_digits])
@@ -471,12 +482,9 @@ def load_data(cfg, data_dir=None) -> AudioData:
             digits_v = digits
         codes, mel, weight = vocoder_windows(clips, cfg.clip_length, cfg.sample_rate)
         vocoder = tf.data.Dataset.from_tensor_slices({"codes": codes, "mel": mel, "weight": weight, "digit": digits_v})
-        prior = tf.data.Dataset.from_tensor_slices({"frames": frames, "lengths": lengths, "digit": digits})
         if training:  # two endless streams, each reshuffled on every pass
             vocoder = vocoder.shuffle(len(digits_v), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-            prior = prior.shuffle(len(digits), seed=cfg.seed + 1, reshuffle_each_iteration=True).repeat()
-            return (tf.data.Dataset.zip(vocoder.batch(cfg.batch_size, drop_remainder=True),
-                                        prior.batch(cfg.prior_batch_size, drop_remainder=True))
+            return (tf.data.Dataset.zip(vocoder.batch(cfg.batch_size, drop_remainder=True), prior)
                     .prefetch(tf.data.AUTOTUNE))
         return tf.data.Dataset.zip(vocoder.batch(cfg.batch_size), prior.batch(cfg.batch_size)).prefetch(2)
 
