@@ -137,15 +137,26 @@ def test_cached_step_equals_full_network_at_every_step(tiny_model):
 def test_prior_step_equals_teacher_forced_prior(tiny_model):
     model = tiny_model
     rng = np.random.default_rng(1)
-    frames = rng.uniform(-1, 1, (2, 6, MEL_BINS)).astype(np.float32)
+    n = model.max_frames
+    frames = rng.uniform(-1, 1, (2, n, MEL_BINS)).astype(np.float32)
     digit = np.array([0, 9], np.int32)
     want = [t.numpy() for t in model.prior_params(frames, digit)]
-    state = np.zeros((2, model.prior_units), np.float32)
+    assert np.abs(np.diff(want[1], axis=1)).max() > 1e-3  # the outputs move from frame to frame
+    state = np.zeros((2, model.prior_state_size), np.float32)
     inputs = np.concatenate([np.full((2, 1, MEL_BINS), SILENT_FRAME, np.float32), frames[:, :-1]], axis=1)
-    for t in range(6):
+    for t in range(n):
         *got, state = model.prior_step(inputs[:, t], digit, state)
+        state = state.numpy()
+        assert state[:, -1].tolist() == [t + 1, t + 1]  # the frame count, after the key/value cache
         for g, w in zip(got, want):
             np.testing.assert_allclose(g.numpy(), w[:, t], atol=1e-5)
+    # Causal: changing the last frame changes nothing before it (its output is for the frame after).
+    later = frames.copy()
+    later[:, -2] += 1.0
+    moved = [t.numpy() for t in model.prior_params(later, digit)]
+    for m, w in zip(moved, want):
+        np.testing.assert_allclose(m[:, : n - 1], w[:, : n - 1], atol=1e-6)
+    assert np.abs(moved[1][:, n - 1] - want[1][:, n - 1]).max() > 1e-4
 
 
 def test_the_mel_and_the_digit_condition_the_vocoder(tiny_model):
@@ -331,7 +342,7 @@ def test_runtime_two_stage_sampler_equals_keras(trained, temperature, mel_temper
     want, want_frames, want_lengths = wavenet.generate(model, digits, seconds, temperature, mel_temperature, seed=5)
     from zoo.runtime.audio import _onnx_stages, generate_clips
 
-    got, frames, lengths = generate_clips(*_onnx_stages(export, 3), digits, model.max_frames, model.prior_units,
+    got, frames, lengths = generate_clips(*_onnx_stages(export, 3), digits, model.max_frames, model.prior_state_size,
                                           temperature, mel_temperature, seed=5)
     np.testing.assert_array_equal(lengths, want_lengths)
     np.testing.assert_allclose(frames, want_frames, atol=1e-4)
@@ -367,7 +378,7 @@ def test_griffin_lim_vocoder_uses_the_same_prior_frames(trained, monkeypatch):
     info = export.runtime
     rng = np.random.default_rng(4)
     prior_step, _, _ = zaudio._onnx_stages(export, 2, vocoder=False)
-    frames, lengths = zaudio.sample_frames(prior_step, np.array([3, 8], np.int32), 4, info["prior_units"], 0.5, rng)
+    frames, lengths = zaudio.sample_frames(prior_step, np.array([3, 8], np.int32), 4, info["prior_state"], 0.5, rng)
     assert [len(c) for c in clips] == [n * HOP for n in lengths]
     for got, want, n in zip(calls, frames, lengths):
         np.testing.assert_array_equal(got, want[:n])

@@ -112,7 +112,7 @@ def test_speech_at_temperature_zero_equals_the_runtime(tiny):
     digits = np.array([2, 5], np.int32)
     seconds = info["max_frames"] * audio.HOP / info["sample_rate"]
     prior_step, condition_fn, step = audio._onnx_stages(export, len(digits))
-    want, _, _ = audio.generate_clips(prior_step, condition_fn, step, digits, info["max_frames"], info["prior_units"],
+    want, _, _ = audio.generate_clips(prior_step, condition_fn, step, digits, info["max_frames"], info["prior_state"],
                                       temperature=0.0, mel_temperature=0.0)
     got = page.call("speech", digits="2,5", seconds=seconds, temperature=0, melTemperature=0, seed=0)
     assert [len(c) for c in got["clips"]] == [len(c) for c in want]

@@ -340,7 +340,7 @@ export function muLawDecode(codes, mu = 255) {
 export async function sampleFrames(exp, digits, maxFrames, melTemperature, random, onFrame) {
   // The prior: {frames Float32Array [B, F, bins], frameCount F, lengths [B]} (audio.sample_frames).
   const info = exp.runtime;
-  const bins = info.mel.bins, b = digits.length, h = info.prior_units;
+  const bins = info.mel.bins, b = digits.length, h = info.prior_state;
   const silent = (info.mel.log_floor - info.mel.center) / info.mel.scale;
   let frame = new Float32Array(b * bins).fill(silent);
   let state = new Float32Array(b * h);

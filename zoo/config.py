@@ -70,7 +70,7 @@ def apply_overrides(cfg, assignments):
 # >= 0 (seed: any). Floats must be finite and >= 0; rates named *dropout* below 1; learning rates > 0.
 POSITIVE = ("epochs", "batch_size", "seq_len", "clip_length", "max_frames", "mixtures", "filters", "stacks",
             "timesteps", "heads", "groups", "blocks", "layers", "max_context", "generate_per_digit", "eval_samples",
-            "judge_epochs", "iwae_k", "_dim", "_units", "_channels", "_layers", "_per_stack", "_heads", "_size",
+            "judge_epochs", "iwae_k", "_dim", "_units", "_channels", "_layers", "_per_stack", "_heads", "_blocks", "_size",
             "d_model", "hidden", "kernel", "widths")
 
 

@@ -4,9 +4,10 @@ numpy, onnxruntime and the standard library only. Training imports the mu-law an
 from here too, so the codes and frames a model learns are the ones the runtime makes and reads.
 
 Generation has two stages (see zoo/models/wavenet.py):
-  1. the prior's `prior_step` graph, once per 16 ms frame: a digit-conditioned GRU that gives a
-     mixture of Gaussians over the next log-mel frame and the chance that the word has ended;
-     `sample_frames` draws frames until it ends.
+  1. the prior's `prior_step` graph, once per 16 ms frame: a digit-conditioned causal transformer
+     (its key/value cache carried in `state` -> `next_state`) that gives a mixture of Gaussians over
+     the next log-mel frame and the chance that the word has ended; `sample_frames` draws frames
+     until it ends.
   2. the vocoder: `condition` once per clip turns the frames into every layer's conditioning,
      then `step` runs once per sample. Each layer's queue of past inputs is an input and comes
      back, advanced by one, as an output; `StepRunner` keeps two sets of ONNX Runtime buffers and
@@ -389,7 +390,7 @@ def generate(export: Export, digits="7", seconds: float = 1.0, temperature: floa
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
     digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature, vocoder)
     prior_step, condition_fn, vocoder_step = _onnx_stages(export, len(digits), vocoder == "wavenet")
-    clips, _, _ = generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames, info["prior_units"],
+    clips, _, _ = generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames, info["prior_state"],
                                  temperature, mel_temperature, seed, vocoder)
     return clips
 
