@@ -23,11 +23,13 @@ has the judge label them through Griffin-Lim (and through an export's WaveNet wi
 
 Families, all with the shipped prior's pre-net (dropout 0.5), digit embedding and head (a mixture
 of diagonal Gaussians and a stop logit); 588,677, 638,085 and 747,525 weights in all:
-  gru          the shipped `MelPrior`: a GRU of `prior_units`
+  gru          a GRU of 256 units (the prior shipped before this probe chose the transformer)
   conv         causal convolutions: six gated layers of 128 channels, kernel 2, dilations 1..32
                (64 frames: the longest clip), residual
-  transformer  three pre-norm decoder blocks of width 128, 4 heads, causal self-attention,
-               learned positions, an MLP of 512 (tanh GELU)
+  transformer  the shipped `wavenet.MelPrior`: three pre-norm decoder blocks of width 128, 4 heads,
+               causal self-attention, learned positions, an MLP of 512 (tanh GELU). Its records were
+               made before it was shipped, with Keras's MultiHeadAttention in place of its own
+               attention (the same weights and arithmetic)
 
 `--out` appends one JSON line per run (the export's config and the rows, or the family's) to a record file.
 """
@@ -106,7 +108,8 @@ def prior_families():
     from zoo.models import wavenet
 
     class SequencePrior(wavenet.MelPrior):
-        """MelPrior's pre-net, digit embedding and head around another sequence core than its GRU."""
+        """MelPrior's pre-net, digit embedding and head around another sequence core than its
+        transformer (whose layers it leaves unbuilt: no weights)."""
 
         def build(self, input_shape=None):
             self.prenet_1.build((None, self.mel_bins))
@@ -117,6 +120,14 @@ def prior_families():
 
         def call(self, frames, digit, training=False):
             return self._params(self.core(self._inputs(frames, digit, training), training))
+
+    class GRUPrior(SequencePrior):
+        def __init__(self, units=256, **kwargs):
+            super().__init__(units=units, **kwargs)
+            self.gru = keras.layers.GRU(units, return_sequences=True)
+
+        def core(self, x, training):
+            return self.gru(x, training=training)
 
     class ConvPrior(SequencePrior):
         def __init__(self, units=128, dilations=(1, 2, 4, 8, 16, 32), **kwargs):
@@ -132,32 +143,15 @@ def prior_families():
                 h = h + residual(tf.tanh(f) * tf.sigmoid(g))
             return h
 
-    class TransformerPrior(SequencePrior):
-        def __init__(self, units=128, blocks=3, heads=4, max_frames=64, **kwargs):
-            super().__init__(units=units, **kwargs)
-            self.project = keras.layers.Dense(units)
-            self.positions = keras.layers.Embedding(max_frames, units)
-            self.blocks = [[keras.layers.LayerNormalization(), keras.layers.MultiHeadAttention(heads, units // heads,
-                                                                                              dropout=0.1),
-                            keras.layers.LayerNormalization(), keras.layers.Dense(4 * units),
-                            keras.layers.Dense(units)] for _ in range(blocks)]
-            self.final_norm = keras.layers.LayerNormalization()
-
-        def core(self, x, training):
-            h = self.project(x) + self.positions(tf.range(tf.shape(x)[1]))[None]
-            for norm_1, attention, norm_2, up, down in self.blocks:
-                a = norm_1(h)
-                h = h + attention(a, a, use_causal_mask=True, training=training)
-                h = h + down(keras.activations.gelu(up(norm_2(h)), approximate=True))
-            return self.final_norm(h)
-
     def common(cfg):
         return dict(prenet_units=cfg.prenet_units, mixtures=cfg.mixtures, dropout=cfg.prior_dropout)
 
     return {
-        "gru": lambda cfg: wavenet.MelPrior(cfg.prior_units, **common(cfg)),
+        "gru": lambda cfg: GRUPrior(**common(cfg)),
         "conv": lambda cfg: ConvPrior(**common(cfg)),
-        "transformer": lambda cfg: TransformerPrior(max_frames=cfg.max_frames, **common(cfg)),
+        "transformer": lambda cfg: wavenet.MelPrior(cfg.prior_units, blocks=cfg.prior_blocks, heads=cfg.prior_heads,
+                                                    attention_dropout=cfg.attention_dropout,
+                                                    max_frames=cfg.max_frames, **common(cfg)),
     }
 
 
@@ -198,15 +192,16 @@ def prior_model(layer):
 
 
 def prior_step_fn(model, cfg, family):
-    """A step function for zoo.runtime.audio.sample_frames: the GRU's own step; for the others the
-    whole frame history so far (kept here, padded to max_frames), read at the newest position."""
+    """A step function for zoo.runtime.audio.sample_frames: the shipped prior's own cached step; for
+    the others the whole frame history so far (kept here, padded to max_frames), read at the newest
+    position."""
     import tensorflow as tf
 
     from zoo.runtime import audio
 
-    if family == "gru":
+    if family == "transformer":
         step = tf.function(model.prior.step)
-        return lambda frame, digit, state: [t.numpy() for t in step(frame, digit, state)], cfg.prior_units
+        return lambda frame, digit, state: [t.numpy() for t in step(frame, digit, state)], model.prior.state_size
     full = tf.function(lambda frames, digit: model.prior(frames, digit, training=False))
     history = {}
 

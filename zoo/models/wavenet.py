@@ -276,11 +276,11 @@ class MelPrior(keras.layers.Layer):
         d = self.digit_embedding(digit)
         if len(frames.shape) == 3:
             d = tf.broadcast_to(d[:, None, :], tf.concat([tf.shape(x)[:2], [self.prenet_units]], 0))
-        return self.project(tf.concat([x, d], axis=-1))
+        return tf.concat([x, d], axis=-1)
 
     def _params(self, h):
         k, m = self.mixtures, self.mel_bins
-        p = self.head(self.final_norm(h))
+        p = self.head(h)
         lead = tf.shape(p)[:-1]
         mixture_logits = p[..., :k]
         means = tf.reshape(p[..., k : k + k * m], tf.concat([lead, [k, m]], 0))
@@ -290,10 +290,10 @@ class MelPrior(keras.layers.Layer):
 
     def call(self, frames, digit, training=False):
         """frames [B, F, M] (the previous frame at each position, F <= max_frames) -> the four outputs, per frame."""
-        h = self._inputs(frames, digit, training) + self.positions(tf.range(tf.shape(frames)[1]))[None]
+        h = self.project(self._inputs(frames, digit, training)) + self.positions(tf.range(tf.shape(frames)[1]))[None]
         for block in self.blocks:
             h = block(h, training=training)
-        return self._params(h)
+        return self._params(self.final_norm(h))
 
     def step(self, frame, digit, state):
         """frame [B, M], state [B, state_size] -> (mixture_logits, means, log_scales, stop_logit, next_state)."""
@@ -301,13 +301,13 @@ class MelPrior(keras.layers.Layer):
         count = state[:, -1:]
         position = tf.clip_by_value(tf.cast(count[:, 0], tf.int32), 0, self.max_frames - 1)
         cache = tf.reshape(state[:, :-1], [batch, n, 2, self.max_frames, self.units])
-        h = self._inputs(frame, digit, False) + self.positions(position)
+        h = self.project(self._inputs(frame, digit, False)) + self.positions(position)
         written = []
         for i, block in enumerate(self.blocks):
             h, keys, values = block.step(h, cache[:, i, 0], cache[:, i, 1], position)
             written += [keys, values]
         next_state = tf.concat([tf.reshape(tf.stack(written, axis=1), [batch, -1]), count + 1.0], axis=-1)
-        return (*self._params(h), next_state)
+        return (*self._params(self.final_norm(h)), next_state)
 
     def get_config(self):
         config = super().get_config()
