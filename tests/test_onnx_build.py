@@ -46,3 +46,16 @@ def test_built_graphs_declare_the_oldest_ir_version_their_opset_allows(trained, 
     # onnxruntime-web 1.30 refuses IR versions above 13; the onnx package's default is newer.
     proto = onnx.load(str(trained(model)["export"] / graph))
     assert proto.ir_version == onnx.helper.find_min_ir_version_for(list(proto.opset_import)) <= 13
+
+
+def test_diffusion_group_norms_become_instance_norms(trained):
+    # tf2onnx's ~19-node form of each Keras GroupNormalization is rewritten to one InstanceNormalization
+    # (zoo.onnx_build.group_norms_as_instance_norms); the export's parity check vouches for the values.
+    from zoo.models import load_model
+
+    run = trained("diffusion")
+    ops = op_counts(run["export"] / "denoiser.onnx")
+    network = load_model(run["run"] / "model.keras").ema_network
+    norms = [layer for layer in network.layers if isinstance(layer, keras.layers.GroupNormalization)]
+    assert norms and ops["InstanceNormalization"] == len(norms), ops
+    assert "Sqrt" not in ops and "Reciprocal" not in ops and "Neg" not in ops, ops  # nothing left of the moments

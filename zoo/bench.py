@@ -531,15 +531,16 @@ def bench_wavenet_stages(run_dir, steps=30, rounds=3):
     return [(stage, per_step[stage], per_step[stage] / total) for stage in per_step]
 
 
-def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = 300, threads=(1, 2)) -> dict:
-    """One step at batch 1 of two ONNX graphs with the same inputs and outputs (a shipped graph and
-    its rewrite), timed alternately in this process: {threads: (old us, new us)}, node counts, and
-    the largest output difference. Dynamic axes: batch 1, one new position, `past` cached ones."""
+def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None, threads=(1, 2), batch: int = 1) -> dict:
+    """One step of two ONNX graphs with the same inputs and outputs (a shipped graph and its
+    rewrite), timed alternately in this process: {threads: (old us, new us)}, node counts, and the
+    largest output difference. Dynamic axes: `batch`, one new position, `past` cached ones. Each
+    round runs `steps` steps (default: as many as take about half a second)."""
     import onnx
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
-    sizes = {"batch": 1, "time": 1, "sequence": 1, "past_sequence": past}
+    sizes = {"batch": batch, "time": 1, "sequence": 1, "past_sequence": past}
     proto = onnx.load(str(old), load_external_data=False)
     feed = {}
     for vi in proto.graph.input:
@@ -561,13 +562,16 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = 300,
             sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
         results = [s.run(None, feed) for s in sessions]
         out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(*results))
+        start = time.perf_counter()
+        sessions[0].run(None, feed)
+        n_steps = steps or max(1, int(0.5 / (time.perf_counter() - start)))
         times = [[], []]
         for _ in range(rounds):
             for i, s in enumerate(sessions):
                 start = time.perf_counter()
-                for _ in range(steps):
+                for _ in range(n_steps):
                     s.run(None, feed)
-                times[i].append((time.perf_counter() - start) / steps * 1e6)
+                times[i].append((time.perf_counter() - start) / n_steps * 1e6)
         out[n] = tuple(float(np.median(t)) for t in times)
     return out
 
@@ -603,7 +607,8 @@ def main(argv=None):
                              "in RUN_DIR (e.g. runs/wavenet/default), alone, alternated in one process")
     parser.add_argument("--compare-graphs", nargs=2, metavar=("OLD", "NEW"),
                         help="instead of generation: one step of two ONNX graphs with the same inputs (a graph and "
-                             "its rewrite), batch 1, alternated in one process, on 1 and 2 threads")
+                             "its rewrite), batch --compare-batch, alternated in one process, on 1 and 2 threads")
+    parser.add_argument("--compare-batch", type=int, default=1, help="--compare-graphs: the batch size")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.readme:
@@ -611,7 +616,7 @@ def main(argv=None):
         print(f"{args.readme}: {'tables rewritten' if changed else 'tables already match'} the records in {args.records}/")
         return
     if args.compare_graphs:
-        result = compare_graphs(*args.compare_graphs)
+        result = compare_graphs(*args.compare_graphs, batch=args.compare_batch)
         print(f"nodes: {result['nodes'][0]} -> {result['nodes'][1]}; outputs differ by at most {result['max_abs_diff']:.2g}")
         print("| threads | old us/step | new us/step | speed-up |\n|---:|---:|---:|---:|")
         for n in (1, 2):

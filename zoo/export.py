@@ -57,6 +57,8 @@ class Graph:
     # build(opset) -> onnx.ModelProto written from the weights (zoo/onnx_build.py) instead of tf2onnx's
     # conversion of `fn`; checked against Keras and the SavedModel the same way.
     build: Callable = None
+    # rewrite(proto) -> None: edits tf2onnx's conversion in place (zoo/onnx_build.py), before the same checks.
+    rewrite: Callable = None
 
     def tf_function(self):
         return tf.function(self.fn, input_signature=self.input_signature)
@@ -88,6 +90,8 @@ def to_onnx(graph: Graph, metadata: dict):
             proto, _ = tf2onnx.convert.from_function(
                 graph.tf_function(), input_signature=graph.input_signature, opset=OPSET
             )
+        if graph.rewrite is not None:
+            graph.rewrite(proto)
     _set_axes(proto.graph.input, graph.axes)
     _set_axes(proto.graph.output, graph.axes)
     # tf2onnx orders outputs by sorted name; use the order `axes` lists them in (next_h_0, next_c_0, ...).
