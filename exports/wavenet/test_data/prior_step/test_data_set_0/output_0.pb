@@ -1,1 +1,1 @@
-Bmixture_logitsJ |{½×½õ<ƒà¿·d>×Â?)0¶=YÇ¿~E˜>
+Bmixture_logitsJ9Ø?.g¾ëƒ?‡²&¿

@@ -1,2 +1,2 @@
-B
-stop_logitJ¾å˜Ào(Á
+B
+stop_logitJ™W¤À
