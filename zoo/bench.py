@@ -229,7 +229,7 @@ def bench_diffusion(name, export_dir, images, samplers):
                 diffusion.sample(denoise, schedule, labels, kind, steps, guidance=guidance if scale is None else scale,
                                  conditional=info["conditional"], null_label=info["null_label"])
                 seconds[engine].append(time.perf_counter() - start)
-            if len(seconds[engine]) >= 5 or sum(sum(t) for t in seconds.values()) > 6:
+            if len(seconds[engines[0][0]]) >= 5 or sum(sum(t) for t in seconds.values()) > 6:
                 break
         rows += [(name, f"{engine}, {row}", images, images / float(np.median(seconds[engine]))) for engine, _ in engines]
     return rows
@@ -333,6 +333,28 @@ def main_graph(name, export_dir):
     return export, next(g for g in registry.get(name).export_graphs(model) if g.name == export.runtime["graph"])
 
 
+def alternated(fns: dict, rounds: int, round_seconds: float, calls: int = None) -> dict:
+    """{name: median seconds per call} of each callable in `fns`, warmed up by one call, then timed in
+    `rounds` rounds of `calls` calls (default: as many as take ~`round_seconds`), the callables
+    alternating round by round, so a slow spell of the machine hits all of them."""
+    counts = {}
+    for name, fn in fns.items():
+        fn()
+        start, n = time.perf_counter(), 0
+        while calls is None and time.perf_counter() - start < round_seconds:
+            fn()
+            n += 1
+        counts[name] = calls or max(1, n)
+    seconds = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            seconds[name].append((time.perf_counter() - start) / counts[name])
+    return {name: float(np.median(s)) for name, s in seconds.items()}
+
+
 def bench_graphs(name, export_dir, batches, rounds=7, round_seconds=0.3, sizes=None):
     """Images/s of one pass of the export's main graph (the manifest's `graph`): its ONNX Runtime
     session vs the Keras function it was exported from in a tf.function, on the same inputs. Each
@@ -351,23 +373,8 @@ def bench_graphs(name, export_dir, batches, rounds=7, round_seconds=0.3, sizes=N
         tensors = [tf.constant(feed[spec.name]) for spec in graph.input_signature]
         engines = {"ONNX Runtime": lambda: session.run(outputs, feed),
                    "TF tf.function": lambda: [t.numpy() for t in keras_fn(*tensors).values()]}
-        calls = {}
-        for engine, fn in engines.items():  # warm up, and size the rounds
-            fn()
-            start, n = time.perf_counter(), 0
-            while time.perf_counter() - start < round_seconds:
-                fn()
-                n += 1
-            calls[engine] = n
-        seconds = {engine: [] for engine in engines}
-        for _ in range(rounds):
-            for engine, fn in engines.items():
-                start = time.perf_counter()
-                for _ in range(calls[engine]):
-                    fn()
-                seconds[engine].append((time.perf_counter() - start) / calls[engine])
-        for engine in engines:
-            rows.append((name, f"{engine}, {graph_name}", batch, batch / float(np.median(seconds[engine]))))
+        for engine, seconds in alternated(engines, rounds, round_seconds).items():
+            rows.append((name, f"{engine}, {graph_name}", batch, batch / seconds))
     return rows
 
 
@@ -420,7 +427,6 @@ TABLES = {
     "diffusion": ("images/s", "images"),
     "audio": ("samples/s", "batch"),
 }
-PACKAGES = ("numpy", "onnxruntime", "tensorflow", "keras")
 
 
 def machine() -> dict:
@@ -435,21 +441,12 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
 
 
-def package_versions() -> dict:
-    from importlib import metadata
-
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def write_record(folder, name, export_dir, tables: dict, command: str) -> Path:
     """`folder/<name>.json`: {table id: {"title", "rows": [[engine, batch, value], ...]}} with the date,
-    the command, the machine, the package versions and the sha256 of the export's manifest.json."""
+    the command, the machine, the package versions (as training and export record them) and the
+    sha256 of the export's manifest.json."""
+    from zoo.train import package_versions
+
     manifest = Path(export_dir) / "manifest.json"
     record = {"model": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
               "machine": machine(), "packages": package_versions(),
@@ -569,7 +566,7 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
     """One step of two ONNX graphs with the same inputs and outputs (a shipped graph and its
     rewrite), timed alternately in this process: {threads: (old us, new us)}, node counts, and the
     largest output difference. Dynamic axes: `batch`, one new position, `past` cached ones. Each
-    round runs `steps` steps (default: as many as take about half a second)."""
+    round runs `steps` steps (default: as many as take about half a second; `alternated`)."""
     import onnx
     import onnxruntime as ort
 
@@ -596,17 +593,8 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
             sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
         results = [s.run(None, feed) for s in sessions]
         out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(*results))
-        start = time.perf_counter()
-        sessions[0].run(None, feed)
-        n_steps = steps or max(1, int(0.5 / (time.perf_counter() - start)))
-        times = [[], []]
-        for _ in range(rounds):
-            for i, s in enumerate(sessions):
-                start = time.perf_counter()
-                for _ in range(n_steps):
-                    s.run(None, feed)
-                times[i].append((time.perf_counter() - start) / n_steps * 1e6)
-        out[n] = tuple(float(np.median(t)) for t in times)
+        seconds = alternated({i: (lambda s=s: s.run(None, feed)) for i, s in enumerate(sessions)}, rounds, 0.5, steps)
+        out[n] = (seconds[0] * 1e6, seconds[1] * 1e6)
     return out
 
 

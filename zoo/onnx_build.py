@@ -228,7 +228,6 @@ def group_norms_as_instance_norms(proto):
         del g.node[:]
         g.node.extend(kept)
         g.initializer.extend(b.initializers)
-        initializers.update({i.name: i for i in b.initializers})
         rewritten += 1
     _drop_dead(g)
     return rewritten
