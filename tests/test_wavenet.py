@@ -71,6 +71,32 @@ def test_training_frames_are_the_runtime_log_mel():
     assert codes[2, 0] == SILENCE and (codes[2, 301:] == SILENCE).all() and weight[2].sum() == 300
 
 
+def test_training_windows_are_batched_by_length():
+    import dataclasses
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    lengths = [300, 1024, 1500, 2500, 3000, 5000, 900, 2100]  # 1, 1, 2, 3, 3, 3 (capped), 1, 3 buckets of 1,024
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in lengths]
+    cfg = dataclasses.replace(registry.preset("wavenet", "tiny"), clip_length=3072, batch_size=2)
+    codes, mel, weight = wavenet.vocoder_windows(clips, cfg.clip_length)
+    windows = tf.data.Dataset.from_tensor_slices({"codes": codes, "mel": mel, "weight": weight,
+                                                  "digit": np.arange(len(clips), dtype=np.int32)})
+    seen = []
+    for batch in wavenet.length_batches(windows, cfg):
+        n = batch["weight"].shape[1]
+        assert batch["codes"].shape == (2, n + 1) and batch["mel"].shape == (2, n // HOP, MEL_BINS)
+        for row, i in enumerate(batch["digit"].numpy()):
+            seen.append(i)
+            assert n == min(3072, -(-lengths[i] // 1024) * 1024)  # its own length, rounded up, not the window's
+            np.testing.assert_array_equal(batch["codes"][row], codes[i, : n + 1])  # from its start (silence)
+            np.testing.assert_array_equal(batch["mel"][row], mel[i, : n // HOP])
+            assert batch["weight"][row].numpy().sum() == min(lengths[i], 3072)
+    # Batches are whole: the third 1,024-sample window (clip 6) and the only 2,048 one (clip 2) wait for a partner.
+    assert sorted(seen) == [0, 1, 3, 4, 5, 7]
+
+
 def test_speaker_split(monkeypatch):
     from zoo import data
 
