@@ -4,9 +4,12 @@
         --out scripts/records/wavenet_probes.jsonl
 
 `temperature`: the judge's accuracy on the vocoder's re-synthesis of held-out clips (their own
-log-mel frames) at several softmax temperatures of the vocoder, and the mean absolute log-mel
-difference between each re-synthesis and the frames it was given (the vocoder's drift).
-The same clips (10 per digit of the test speaker, first ones) for every temperature; one seed.
+log-mel frames) at several softmax temperatures of the vocoder, per digit and as a confusion
+matrix, next to the judge on the real clips, and the mean absolute log-mel difference between each
+re-synthesis and the frames it was given (the vocoder's drift). The same clips (10 per digit of the
+test speaker, first ones; `--clips 0`: all) for every temperature; one seed. `--split validation`
+re-synthesises the training voices' own validation recordings instead: what the vocoder loses on
+voices it knows, apart from the new voice.
 With one temperature (1) it compares vocoders: exports of short probe trainings, e.g.
 
     python -m zoo train wavenet --no-eval --set epochs=4 --set prior_units=8 --set prenet_units=8 \
@@ -45,11 +48,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def held_out(cfg, clips_per_digit):
+def held_out(cfg, clips_per_digit, split="test"):
+    """The first `clips_per_digit` clips of each digit of a split (0: all of them)."""
     from zoo.models import wavenet
 
-    clips, digits = wavenet.split_clips(cfg)["test"]
-    pick = np.concatenate([np.flatnonzero(digits == d)[:clips_per_digit] for d in range(10)])
+    clips, digits = wavenet.split_clips(cfg)[split]
+    pick = np.concatenate([np.flatnonzero(digits == d)[: clips_per_digit or None] for d in range(10)])
     return [clips[i] for i in pick], digits[pick]
 
 
@@ -88,14 +92,20 @@ def temperature(args):
 
     cfg = registry.preset("wavenet", "default", [])
     export = load(args.export)
-    clips, digits = held_out(cfg, args.clips // 10)
+    clips, digits = held_out(cfg, args.clips // 10, args.split)
     judge = audio_classifier.load(cfg)
+    real = judge.labels(clips)
     rows = []
     for t in [float(x) for x in args.temperatures.split(",")]:
         out, frames = resynthesize_batch(export, clips, digits, t, args.seed)
-        rows.append({"temperature": t, "clips": len(clips),
-                     "resynthesis_digit_accuracy": float((judge.labels(out) == digits).mean()),
-                     "log_mel_drift": drift(out, frames)})
+        heard = judge.labels(out)
+        confusion = np.zeros((10, 10), int)  # [asked digit, heard digit]
+        np.add.at(confusion, (digits, heard), 1)
+        rows.append({"temperature": t, "split": args.split, "clips": len(clips),
+                     "resynthesis_digit_accuracy": float((heard == digits).mean()),
+                     "real_digit_accuracy": float((real == digits).mean()),
+                     "per_digit": [float(confusion[d, d] / confusion[d].sum()) for d in range(10)],
+                     "confusion": confusion.tolist(), "log_mel_drift": drift(out, frames)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -280,7 +290,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="probe", required=True)
     p = sub.add_parser("temperature")
     p.add_argument("export")
-    p.add_argument("--clips", type=int, default=100)
+    p.add_argument("--clips", type=int, default=100, help="10%% per digit, the first ones (0: every clip)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="test: the held-out speaker; validation: unseen recordings of the training voices")
     p.add_argument("--temperatures", default="1,0.8,0.6")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the rows as JSON here")

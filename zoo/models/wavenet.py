@@ -43,9 +43,9 @@ class Config:
     val_from: int = 45             # recordings 45..49 of each train speaker and digit: validation
     # Vocoder. With the words in the frames, 128 ms of receptive field is plenty, and 10 layers of
     # 48 channels generate faster than real time on one core (`python -m zoo.bench --models wavenet`).
-    residual_channels: int = 48    # the width every layer keeps. At 32 the vocoder lost a tenth of the words of the
-                                   # voices it trained on (re-synthesis of their validation clips: 89%), so it lacked
-                                   # capacity; 64 would run at 0.77x 32's speed (just real time), 48 at 0.88x
+    residual_channels: int = 48    # the width every layer keeps. At 32 the vocoder lost words even of the voices it
+                                   # trained on (re-synthesis of their validation clips: 92.4%, 95.6% at 48; the
+                                   # held-out voice 80.8%, 86.2% at 48). Wider costs speed per sample (see the card)
     skip_channels: int = 96        # the skip projection feeds the head (twice the width, as at 32)
     stacks: int = 1                # one stack of dilations 1, 2, ..., 512: 1,024 samples (128 ms)
     layers_per_stack: int = 10
@@ -557,9 +557,9 @@ BUCKET = 8 * HOP  # training windows are cut to a whole number of these 1,024 sa
 
 def length_batches(windows: tf.data.Dataset, cfg) -> tf.data.Dataset:
     """Training windows (vocoder_windows) in batches of `batch_size` windows of one length: each cut
-    to its clip's samples rounded up to a whole BUCKET. The clips average ~3,100 of the window's
-    5,120 samples; batched at full length, two fifths of the vocoder's training arithmetic went to
-    padding that carries no loss. Each window still starts at its clip's start, from silence."""
+    to its clip's samples rounded up to a whole BUCKET. Most clips are much shorter than the window;
+    batched at full length, much of the vocoder's training arithmetic went to padding that carries no
+    loss. Each window still starts at its clip's start, from silence."""
     unit = math.gcd(cfg.clip_length, BUCKET)
     sizes = cfg.clip_length // unit  # window lengths unit, 2 * unit, ..., clip_length: one bucket each
     if sizes == 1:
@@ -741,21 +741,31 @@ EVAL_NOTE = (
     "priors trained alone for half the schedule (11 epochs of 281 steps of 60 sequences) with the same "
     "pre-net, digit embedding and mixture head, 200 clips each from the label alone, heard through "
     "Griffin-Lim / through the previous export's WaveNet: a GRU of 256 77.5% / 73.5%, six gated causal "
-    "convolutions (dilations 1-32) 73.5% / 71.0%, the transformer 91.5% / 86.0%. This run is the "
-    "previous one with the GRU prior replaced by the transformer (the vocoder's settings, the epochs and "
-    "the prior's batch unchanged); the GRU run scored 85.0% / 92.0% generated, 82.4% / 91.8% "
-    "re-synthesised and 3.99 bits/sample (its figures are in the repository's history and README). "
-    "This run's training time shared the CPU for about 11 of its 53 minutes with unit tests run at "
-    "`nice 19` (its epochs took 139-156 s, those beside the tests among them; the GRU run's 22 epochs "
-    "took 52.7 min alone). "
+    "convolutions (dilations 1-32) 73.5% / 71.0%, the transformer 91.5% / 86.0%. "
+    "This run is the previous one (transformer prior, commit 84bac6e: 92.5% / 97.5% generated, 80.8% / "
+    "91.8% re-synthesised, 4.00 bits/sample) with a wider vocoder, 48 residual and 96 skip channels "
+    "instead of 32 and 64, and its training windows batched by length (each cut to its clip rounded up "
+    "to 1,024 samples instead of all padded to 5,120, so that less of the vocoder's training goes to "
+    "padding without loss: the wider network trained in 61.2 minutes, the narrower in 53.4). Why wider: the narrower vocoder "
+    "re-synthesised only 92.4% of the training voices' own validation clips right (the judge: 100% of "
+    "the real ones), so it lost words even on voices it knew: capacity, not the new voice alone; "
+    "this one 95.6% (`python scripts/wavenet_probes.py temperature EXPORT --split validation --clips 0 "
+    "--temperatures 1`, the older export from `git archive 84bac6e exports/wavenet`; records in "
+    "`scripts/records/wavenet_probes.jsonl`, with per-digit figures and confusion matrices: the narrower "
+    "one heard theo's 'two' and 'nine' right about half the time). Its vocoder temperature "
+    "was no lever (80.2% / 79.8% of theo's 500 clips at 1 / 0.75, same probe). Width costs generation "
+    "speed: `make bench` (README, benchmarks/wavenet.json) has one stream of the vocoder step and of "
+    "both stages, before (32 channels: 12,322 and 10,739 samples/s) and now. This run trained for 61.2 "
+    "minutes (epochs of 159-188 s, the first tracing the four window lengths); for about three of them "
+    "short single-threaded timings and unit tests at `nice 19` ran beside it. "
     "One frame of the transformer is one `prior_step`: its state is the key/value cache of every block "
     "(3 x keys and values x 64 frames x 128 floats) with the frame count last, written by the graph. "
     "`*_griffin_lim`: the same frames "
     "(zoo.runtime.audio.griffin_lim, no network) instead of the WaveNet: what the frames carry, "
-    "apart from what the vocoder makes of them. The vocoder still limits the figures: its "
-    "re-synthesis of the held-out speaker's real frames falls short of theirs through Griffin-Lim "
-    "(about the real recordings' `classifier_test_accuracy`), and the prior's frames are heard right "
-    "more often through Griffin-Lim than through it. The vocoder's settings come from the runs "
+    "apart from what the vocoder makes of them. The vocoder still limits the figures, less than "
+    "before: its re-synthesis of the held-out speaker's real frames falls short of theirs through "
+    "Griffin-Lim (about the real recordings' `classifier_test_accuracy`). Its other settings come "
+    "from the runs "
     "before: a wider, deeper frame network than the first run's (256 channels, three 3-frame "
     "convolutions; 64 channels squeezed 3 x 80 mel values into too few features) and 22 epochs instead "
     "of 14, with the prior's batch lowered from 96 to 60 to keep its sequences seen. Short probes "

@@ -1,1 +1,1 @@
-Bmixture_logitsJ9ÿ?.gêæÎÉ?á≤&ø
+Bmixture_logitsJÔ≈:?s∑øÿb?_`4æ

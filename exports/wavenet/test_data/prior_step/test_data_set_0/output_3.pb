@@ -1,2 +1,2 @@
 B
-stop_logitJ™W¤À
+stop_logitJEóÞÀ
