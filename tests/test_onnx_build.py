@@ -19,6 +19,34 @@ def test_rnn_step_is_one_gru_op(trained):
     assert ops["GRU"] == 1 and "Loop" not in ops and sum(ops.values()) <= 10, ops
 
 
+def test_lstm_step_is_its_lstm_ops_and_few_nodes(trained):
+    t = trained("lstm")
+    ops = op_counts(t["export"] / "step.onnx")
+    assert ops["LSTM"] == t["cfg"].num_layers and "Cast" not in ops and "Shape" not in ops, ops
+    assert sum(ops.values()) <= 5 + 6 * t["cfg"].num_layers, ops
+
+
+def test_lstm_weights_follow_onnx_gate_order():
+    # One LSTM step in numpy with ONNX's layout and gate order (i, o, f, c) equals Keras's LSTM.
+    lstm = keras.layers.LSTM(3, return_state=True)
+    x, h0, c0 = (np.random.default_rng(i).normal(size=(2, n)).astype(np.float32) for i, n in ((0, 4), (1, 3), (2, 3)))
+    lstm.build((None, 1, 4))
+    for v in lstm.weights:
+        v.assign(np.random.default_rng(v.shape[0]).normal(size=v.shape))
+    _, h, c = lstm(x[:, None], initial_state=[h0, c0])
+    w, r, b = onnx_build.lstm_weights(lstm)
+    z = x @ w[0].T + h0 @ r[0].T + b[0, :12] + b[0, 12:]
+    i, o, f, g = np.split(z, 4, axis=-1)
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    c_want = sigmoid(f) * c0 + sigmoid(i) * np.tanh(g)
+    np.testing.assert_allclose(np.asarray(c), c_want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(h), sigmoid(o) * np.tanh(c_want), atol=1e-5)
+    wrong = keras.layers.LSTM(3, activation="relu")
+    wrong.build((None, 1, 4))
+    with pytest.raises(ValueError, match="only Keras's default LSTM"):
+        onnx_build.lstm_weights(wrong)
+
+
 def test_transformer_decoder_uses_standard_layer_norms_and_few_nodes(trained):
     t = trained("transformer")
     ops = op_counts(t["export"] / "decoder.onnx")
@@ -41,7 +69,7 @@ def test_shared_constants_are_stored_once():
     assert len(b.initializers) == 1
 
 
-@pytest.mark.parametrize("model, graph", [("rnn", "step.onnx"), ("transformer", "decoder.onnx")])
+@pytest.mark.parametrize("model, graph", [("rnn", "step.onnx"), ("lstm", "step.onnx"), ("transformer", "decoder.onnx")])
 def test_built_graphs_declare_the_oldest_ir_version_their_opset_allows(trained, model, graph):
     # onnxruntime-web 1.30 refuses IR versions above 13; the onnx package's default is newer.
     proto = onnx.load(str(trained(model)["export"] / graph))

@@ -88,6 +88,54 @@ def char_gru_step(model, opset: int):
                    opset)
 
 
+def lstm_weights(lstm) -> tuple:
+    """A Keras LSTM's (W [1, 4H, in], R [1, 4H, H], B [1, 8H]) in ONNX's layout.
+
+    Keras keeps the gates as (input i, forget f, cell c, output o) in the columns of kernel [in, 4H]
+    and recurrent_kernel [H, 4H] with one bias [4H]; ONNX wants rows in the order i, o, f, c and a
+    bias for each of the two products (here the recurrent one is zero)."""
+    cell = getattr(lstm, "cell", lstm)
+    if cell.activation.__name__ != "tanh" or cell.recurrent_activation.__name__ != "sigmoid" or not cell.use_bias:
+        raise ValueError("only Keras's default LSTM (tanh, sigmoid, with bias) maps onto ONNX LSTM here")
+    order = [0, 3, 1, 2]  # ONNX's i, o, f, c from Keras's i, f, c, o
+
+    def gates(w):  # [..., 4H] -> the same with its four gate blocks reordered
+        return np.concatenate([np.split(w, 4, axis=-1)[k] for k in order], axis=-1)
+
+    kernel, recurrent, bias = (np.asarray(w, np.float32) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    return (gates(kernel).T[None], gates(recurrent).T[None],
+            np.concatenate([gates(bias), np.zeros_like(bias)])[None])
+
+
+def char_lstm_step(model, opset: int):
+    """`lstm`'s step graph: tokens int32 [batch, time], (h_i, c_i) [batch, H] per layer -> logits
+    [batch, time, V], next_h_i, next_c_i: Gather (embedding), one ONNX LSTM per layer, MatMul + Add.
+    tf2onnx writes the same LSTM ops with 33 nodes (negative-index handling of the embedding lookup,
+    tensordot's shape arithmetic around the head); this graph has the ops alone."""
+    b = GraphBuilder("lstm_step")
+    hidden, vocab = model.lstm_units, model.vocab_size
+    axis0, axis1 = b.const("axis0", np.array([0], np.int64)), b.const("axis1", np.array([1], np.int64))
+    x = b.op("Gather", [b.const("embedding", np.asarray(model.embedding.embeddings, np.float32)), "tokens"], axis=0)
+    x = b.op("Transpose", [x], perm=[1, 0, 2])  # [time, batch, E]: ONNX's sequence-first layout
+    state_outputs = []
+    for i, lstm in enumerate(model.lstms):
+        w, r, bias = lstm_weights(lstm)
+        h0, c0 = (b.op("Unsqueeze", [f"{kind}_{i}", axis0]) for kind in ("h", "c"))
+        y, h, c = b.op("LSTM", [x, b.const(f"W{i}", w), b.const(f"R{i}", r), b.const(f"B{i}", bias), "", h0, c0],
+                       outputs=3, hidden_size=hidden)
+        x = b.op("Squeeze", [y, axis1])  # [time, batch, H]: one direction
+        b.op("Squeeze", [h, axis0], outputs=[f"next_h_{i}"])
+        b.op("Squeeze", [c, axis0], outputs=[f"next_c_{i}"])
+        state_outputs += [f"next_h_{i}", f"next_c_{i}"]
+    x = b.op("Transpose", [x], perm=[1, 0, 2])
+    x = b.op("MatMul", [x, b.const("logits_kernel", np.asarray(model.dense.kernel, np.float32))])
+    b.op("Add", [x, b.const("logits_bias", np.asarray(model.dense.bias, np.float32))], outputs=["logits"])
+    states = [(f"{kind}_{i}", np.float32, ["batch", hidden]) for i in range(len(model.lstms)) for kind in ("h", "c")]
+    return b.model([("tokens", np.int32, ["batch", "time"])] + states,
+                   [("logits", np.float32, ["batch", "time", vocab])]
+                   + [(name, np.float32, ["batch", hidden]) for name in state_outputs], opset)
+
+
 def _layer_norm(b: GraphBuilder, x: str, layer, name: str) -> str:
     gamma = b.const(f"{name}.gamma", np.asarray(layer.gamma, np.float32))
     beta = b.const(f"{name}.beta", np.asarray(layer.beta, np.float32))

@@ -112,6 +112,17 @@ INT8_GRAPHS = {"step": ("LSTM", "MatMul")}
 variant_metrics = text.recurrent_variant_metrics
 evaluate = text.evaluate_recurrent
 EVAL_NOTE = text.RECURRENT_EVAL_NOTE
-export_graphs = text.recurrent_graphs
+
+
+def export_graphs(model):
+    """The step graph, written in ONNX from the weights (zoo/onnx_build.py): the same two LSTM ops as
+    tf2onnx's conversion, without the 16 nodes of index and shape arithmetic around them."""
+    from zoo import onnx_build
+
+    [graph] = text.recurrent_graphs(model)
+    graph.build = lambda opset: onnx_build.char_lstm_step(model, opset)
+    return [graph]
+
+
 runtime_info = text.runtime_info
 card_sample = text.card_sample
