@@ -117,23 +117,22 @@ def char_lstm_step(model, opset: int):
     axis0, axis1 = b.const("axis0", np.array([0], np.int64)), b.const("axis1", np.array([1], np.int64))
     x = b.op("Gather", [b.const("embedding", np.asarray(model.embedding.embeddings, np.float32)), "tokens"], axis=0)
     x = b.op("Transpose", [x], perm=[1, 0, 2])  # [time, batch, E]: ONNX's sequence-first layout
-    state_outputs = []
+    names = [name for name, _ in model.state_sizes]  # h_0, c_0, h_1, c_1, ...: the Keras graph's state inputs
     for i, lstm in enumerate(model.lstms):
         w, r, bias = lstm_weights(lstm)
-        h0, c0 = (b.op("Unsqueeze", [f"{kind}_{i}", axis0]) for kind in ("h", "c"))
+        h_name, c_name = names[2 * i : 2 * i + 2]
+        h0, c0 = (b.op("Unsqueeze", [name, axis0]) for name in (h_name, c_name))
         y, h, c = b.op("LSTM", [x, b.const(f"W{i}", w), b.const(f"R{i}", r), b.const(f"B{i}", bias), "", h0, c0],
                        outputs=3, hidden_size=hidden)
         x = b.op("Squeeze", [y, axis1])  # [time, batch, H]: one direction
-        b.op("Squeeze", [h, axis0], outputs=[f"next_h_{i}"])
-        b.op("Squeeze", [c, axis0], outputs=[f"next_c_{i}"])
-        state_outputs += [f"next_h_{i}", f"next_c_{i}"]
+        b.op("Squeeze", [h, axis0], outputs=[f"next_{h_name}"])
+        b.op("Squeeze", [c, axis0], outputs=[f"next_{c_name}"])
     x = b.op("Transpose", [x], perm=[1, 0, 2])
     x = b.op("MatMul", [x, b.const("logits_kernel", np.asarray(model.dense.kernel, np.float32))])
     b.op("Add", [x, b.const("logits_bias", np.asarray(model.dense.bias, np.float32))], outputs=["logits"])
-    states = [(f"{kind}_{i}", np.float32, ["batch", hidden]) for i in range(len(model.lstms)) for kind in ("h", "c")]
-    return b.model([("tokens", np.int32, ["batch", "time"])] + states,
+    return b.model([("tokens", np.int32, ["batch", "time"])] + [(name, np.float32, ["batch", hidden]) for name in names],
                    [("logits", np.float32, ["batch", "time", vocab])]
-                   + [(name, np.float32, ["batch", hidden]) for name in state_outputs], opset)
+                   + [(f"next_{name}", np.float32, ["batch", hidden]) for name in names], opset)
 
 
 def _layer_norm(b: GraphBuilder, x: str, layer, name: str) -> str:
