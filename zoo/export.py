@@ -249,7 +249,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
             test_inputs[g.name] = inputs
             manifest_graphs[g.name] = {
                 "onnx": f"{g.name}.onnx",
-                "opset": OPSET,
+                "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                 "saved_model_signature": g.name,
                 "inputs": with_ranges(_describe(proto.graph.input), g.ranges),
                 "outputs": _describe(proto.graph.output),

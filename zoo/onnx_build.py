@@ -146,21 +146,15 @@ def _dense(b: GraphBuilder, x: str, kernel, bias, name: str, output=1) -> str:
     return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))], outputs=output)
 
 
-def _gelu_tanh(b: GraphBuilder, x: str) -> str:
-    """0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): Keras's approximate GELU, in a form
-    ONNX Runtime fuses into one FastGelu kernel."""
-    cube = b.op("Mul", [b.op("Mul", [x, x]), x])
-    inner = b.op("Add", [x, b.op("Mul", [cube, b.const("gelu.c", np.float32(0.044715))])])
-    t = b.op("Tanh", [b.op("Mul", [inner, b.const("gelu.s", np.float32(np.sqrt(2 / np.pi)))])])
-    half = b.op("Mul", [x, b.const("gelu.half", np.float32(0.5))])
-    return b.op("Mul", [half, b.op("Add", [t, b.const("gelu.one", np.float32(1.0))])])
+ATTENTION_OPSET = 23  # ONNX's Attention op (with a key/value cache) is opset 23, Gelu's tanh form opset 20
 
 
 def transformer_decoder(model, opset: int):
     """The transformer's decoder graph with the tf2onnx graph's inputs and outputs (input_ids,
-    position_ids, past_key_values.<i>.key/value -> logits, present.<i>.key/value): standard
-    `LayerNormalization` ops, one fused q/k/v MatMul per block with the 1/sqrt(head_dim) scale
-    folded into the query weights, one causal mask for all blocks, and GELU's tanh form."""
+    position_ids, past_key_values.<i>.key/value -> logits, present.<i>.key/value), in standard ops
+    of opset 23 (or `opset` if newer): `LayerNormalization`, one fused q/k/v MatMul per block, ONNX's
+    `Attention` (heads split and merged inside it, the cache concatenated into its present outputs),
+    one causal mask for all blocks, and `Gelu` in the tanh form Keras's approximate GELU uses."""
     b = GraphBuilder("transformer_decoder")
     n, h, d, c = model.num_layers, model.num_heads, model.head_dim, model.d_model
     one = b.const("i1", np.array([1], np.int64))
@@ -169,7 +163,9 @@ def transformer_decoder(model, opset: int):
                      b.op("Gather", [b.const("position_embedding",
                                              np.asarray(model.position_embedding.embeddings, np.float32)),
                                      "position_ids"], axis=0)])
-    # Causal mask [T, P + T]: new position i (absolute P + i) sees cached and new positions up to itself.
+    # Causal mask [T, P + T]: new position i (absolute P + i) sees cached and new positions up to
+    # itself. Not Attention's is_causal: the spec aligns its triangle to the top left, ignoring the
+    # cache, and ONNX Runtime's CPU and CUDA kernels disagree on it (onnxruntime issue 29020).
     new = b.op("Gather", [b.op("Shape", ["input_ids"]), b.const("i1s", np.int64(1))], axis=0)
     past = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
     total = b.op("Add", [past, new])
@@ -178,28 +174,23 @@ def transformer_decoder(model, opset: int):
     mask = b.op("Where", [b.op("LessOrEqual", [columns, rows]), b.const("visible", np.float32(0.0)),
                           b.const("hidden", np.float32(-1e9))])
     split = b.const("qkv_split", np.array([c, c, c], np.int64))
-    heads = b.const("heads_shape", np.array([0, 0, h, d], np.int64))
-    merged = b.const("merged_shape", np.array([0, 0, c], np.int64))
-    scale = 1.0 / np.sqrt(d)
     for i, block in enumerate(model.blocks):
         att = block.attention
-        wq, bq = np.asarray(att._query_dense.kernel).reshape(c, -1) * scale, np.asarray(att._query_dense.bias).reshape(-1) * scale
-        wk, bk = np.asarray(att._key_dense.kernel).reshape(c, -1), np.asarray(att._key_dense.bias).reshape(-1)
-        wv, bv = np.asarray(att._value_dense.kernel).reshape(c, -1), np.asarray(att._value_dense.bias).reshape(-1)
-        qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"), np.concatenate([wq, wk, wv], axis=1),
-                     np.concatenate([bq, bk, bv]), f"block_{i}.qkv")
+        dense = (att._query_dense, att._key_dense, att._value_dense)
+        qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"),
+                     np.concatenate([np.asarray(layer.kernel).reshape(c, -1) for layer in dense], axis=1),
+                     np.concatenate([np.asarray(layer.bias).reshape(-1) for layer in dense]), f"block_{i}.qkv")
         q, k, v = b.op("Split", [qkv, split], outputs=3, axis=-1)
-        q, k, v = (b.op("Transpose", [b.op("Reshape", [t, heads])], perm=[0, 2, 1, 3]) for t in (q, k, v))
-        key = b.op("Concat", [f"past_key_values.{i}.key", k], outputs=[f"present.{i}.key"], axis=2)
-        value = b.op("Concat", [f"past_key_values.{i}.value", v], outputs=[f"present.{i}.value"], axis=2)
-        scores = b.op("Add", [b.op("MatMul", [q, b.op("Transpose", [key], perm=[0, 1, 3, 2])]), mask])
-        y = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), value])
-        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), merged])
+        # [batch, sequence, heads * head_dim] in and out; its default scale 1/sqrt(head_dim) is Keras's too
+        y = b.op("Attention", [q, k, v, mask, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
+                 outputs=[f"block_{i}.attention", f"present.{i}.key", f"present.{i}.value"],
+                 q_num_heads=h, kv_num_heads=h)[0]
         x = b.op("Add", [x, _dense(b, y, np.asarray(att._output_dense.kernel).reshape(-1, c),
                                    att._output_dense.bias, f"block_{i}.attention_out")])
         m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
                    f"block_{i}.mlp_in")
-        x = b.op("Add", [x, _dense(b, _gelu_tanh(b, m), block.mlp_out.kernel, block.mlp_out.bias, f"block_{i}.mlp_out")])
+        x = b.op("Add", [x, _dense(b, b.op("Gelu", [m], approximate="tanh"), block.mlp_out.kernel,
+                                   block.mlp_out.bias, f"block_{i}.mlp_out")])
     _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head",
            output=["logits"])
     cache = ["batch", h, "past_sequence", d]
@@ -208,7 +199,7 @@ def transformer_decoder(model, opset: int):
     outputs = [("logits", np.float32, ["batch", "sequence", model.vocab_size])]
     outputs += [(f"present.{i}.{kind}", np.float32, ["batch", h, "total_sequence", d])
                 for i in range(n) for kind in ("key", "value")]
-    return b.model(inputs, outputs, opset)
+    return b.model(inputs, outputs, max(opset, ATTENTION_OPSET))
 
 
 def group_norms_as_instance_norms(proto):
