@@ -165,3 +165,25 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     assert len(int8[0]) == len(fp32[0]) == 31
     int8_file = str(folder / "decoder.int8.onnx")  # the int8 graph ran: prefill, decoding and the slide
     assert sum(s._model_path == int8_file for s in export._sessions.values()) == 2  # all threads, one thread
+
+
+def test_cached_decoder_binds_through_the_c_object_and_the_public_calls_alike(trained, monkeypatch):
+    """The runtime's cache loop binds by pointer through onnxruntime's C-level IOBinding where it can
+    (zoo.runtime.text._Binding); its fallback, the public calls, samples the same text."""
+    from zoo.runtime import text
+
+    export = runtime.load(trained("transformer")["export"])
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    decoder = text.CachedDecoder(export, batch=2)
+    assert all(b._c is not None for b in decoder._bindings.values())  # onnxruntime 1.32 has the C object
+    fast = runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2)  # slides at 16
+    original = text._Binding.__init__
+
+    def public_only(self, session, device):
+        original(self, session, device)
+        self._c = None
+
+    monkeypatch.setattr(text._Binding, "__init__", public_only)
+    assert runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2) == fast
+    with pytest.raises(ValueError, match="exceed the model's context of 16"):
+        text.CachedDecoder(export, batch=1).prefill(np.zeros((1, 17), np.int64))

@@ -68,60 +68,132 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
     if on_full == "refuse" and len(prompt_ids) + length > limit:
         raise ValueError(f"prompt ({len(prompt_ids)}) + length ({length}) exceed the model's context of "
                          f"{limit} characters; shorten them or use on_full='slide'")
-    past_names = [info["past"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
-    present_names = [info["present"].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
-    # One new token of one or two sequences is too little work to share between threads (one
-    # thread decoded faster here); larger batches and the prefill (export.run) use all of ONNX
-    # Runtime's threads.
-    session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)
-    names = [o.name for o in session.get_outputs()]
-    empty = np.zeros((batch, info["num_heads"], 0, info["head_dim"]), np.float32)
-
-    def prefill(ids):  # ids [batch, n] from position 0, with an empty cache
-        feed = {"input_ids": ids, "position_ids": np.tile(np.arange(ids.shape[1], dtype=np.int64), (batch, 1))}
-        feed.update({name: empty for name in past_names})
-        return export.run(graph, feed, precision=precision)
-
-    # Decoding keeps the cache inside ONNX Runtime: each step's presents (OrtValues) are bound as
-    # the next step's pasts, with no copy of the growing cache into numpy and back.
-    binding = session.io_binding()
-    device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
-
-    def bind_cache(values):  # values: {past name: OrtValue or numpy array}
-        for name, value in values.items():
-            if isinstance(value, np.ndarray):
-                binding.bind_cpu_input(name, value)
-            else:
-                binding.bind_ortvalue_input(name, value)
-
+    decoder = CachedDecoder(export, batch, precision)
     history = np.zeros((batch, len(prompt_ids) + length), np.int64)
     history[:, : len(prompt_ids)] = prompt_ids
     filled = min(len(prompt_ids), limit)
-    out = prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
-    logits = out["logits"][:, -1]
-    bind_cache({p: out[q] for p, q in zip(past_names, present_names)})
-    position = filled
+    logits = decoder.prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
     rng = np.random.default_rng(seed)
     for i in range(len(prompt_ids), len(prompt_ids) + length):
-        ids = sample_logits(logits, temperature, top_k, rng).astype(np.int64)
-        history[:, i] = ids
+        history[:, i] = sample_logits(logits, temperature, top_k, rng)
         if i + 1 == history.shape[1]:
             break
-        if position == limit:  # the cache is full: re-read the last half of the context
-            keep = limit // 2
-            out = prefill(history[:, i + 1 - keep : i + 1])
-            logits = out["logits"][:, -1]
-            bind_cache({p: out[q] for p, q in zip(past_names, present_names)})
-            position = keep
-            continue
-        binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids[:, None]))
-        binding.bind_cpu_input("position_ids", np.full((batch, 1), position, np.int64))
-        binding.clear_binding_outputs()  # fresh outputs: the presents grow by one position a step
-        for name in names:
-            binding.bind_output(name, device)
-        session.run_with_iobinding(binding)
-        values = dict(zip(names, binding.get_outputs()))
-        logits = values["logits"].numpy()[:, -1]
-        bind_cache({p: values[q] for p, q in zip(past_names, present_names)})
-        position += 1
+        if decoder.cached == limit:  # the cache is full: re-read the last half of the context
+            logits = decoder.prefill(history[:, i + 1 - limit // 2 : i + 1])
+        else:
+            logits = decoder.step(history[:, i])
     return [prompt + "".join(vocabulary[j] for j in row[len(prompt_ids):]) for row in history]
+
+
+class CachedDecoder:
+    """A `text-cached` export's decoder graph run with its key/value cache in preallocated buffers.
+
+    Each cache tensor has two buffers of [batch, heads, max_context, head_dim] in ONNX Runtime's
+    memory (the GPU's under CUDA); a call reads the pasts from one and writes the presents into the
+    other, bound by pointer with the shapes of the moment, so the growing cache is neither allocated
+    by ONNX Runtime nor copied through numpy. Token ids, positions and logits live in numpy buffers
+    bound once per shape. `prefill(ids)` starts from an empty cache on all of ONNX Runtime's threads;
+    `step(ids)` appends one token per sequence, on one thread for fewer than SHARED_BATCH sequences
+    (one new token of one or two sequences is too little work to share between threads)."""
+
+    def __init__(self, export, batch: int, precision: str = "fp32"):
+        import onnxruntime as ort
+
+        info = export.runtime
+        graph = info["graph"]
+        self.batch, self.limit, self.cached, self._current = batch, info["max_context"], 0, 0
+        self.heads, self.head_dim, vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
+        layers = range(info["num_layers"])
+        self.past = [info["past"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
+        self.present = [info["present"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
+        sessions = {"prefill": export.session(graph, precision=precision),
+                    "step": export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)}
+        device = "cuda" if "CUDAExecutionProvider" in sessions["step"].get_providers() else "cpu"
+        self._bindings = {kind: _Binding(session, device) for kind, session in sessions.items()}
+        size = batch * self.heads * self.limit * self.head_dim
+        self._buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], np.float32, device, 0) for _ in range(2)]
+                         for _ in self.past]  # kept: the pointers below are into them
+        self._pointers = [[b.data_ptr() for b in pair] for pair in self._buffers]
+        self._ids, self._positions = np.zeros(batch * self.limit, np.int64), np.zeros(batch * self.limit, np.int64)
+        self._logits = np.zeros(batch * self.limit * vocab, np.float32)
+        self._vocab = vocab
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        """ids [batch, n], n <= max_context, from position 0 with an empty cache -> last logits [batch, V]."""
+        self.cached = 0
+        return self._run("prefill", ids)
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        """ids [batch], one new token per sequence after the cached ones -> its logits [batch, V]."""
+        return self._run("step", ids[:, None])
+
+    def _run(self, kind: str, ids: np.ndarray) -> np.ndarray:
+        batch, new = ids.shape
+        past = self.cached
+        if past + new > self.limit:
+            raise ValueError(f"{past} cached + {new} new positions exceed the model's context of {self.limit}")
+        b = self._bindings[kind]
+        n = batch * new
+        self._ids[:n] = ids.ravel()
+        self._positions[:n] = np.tile(np.arange(past, past + new), batch)
+        b.host_input("input_ids", np.int64, (batch, new), self._ids)
+        b.host_input("position_ids", np.int64, (batch, new), self._positions)
+        b.host_output("logits", np.float32, (batch, new, self._vocab), self._logits)
+        read, write = self._current, 1 - self._current
+        past_shape = (batch, self.heads, past, self.head_dim)
+        present_shape = (batch, self.heads, past + new, self.head_dim)
+        for past_name, present_name, pointers in zip(self.past, self.present, self._pointers):
+            b.cache_input(past_name, past_shape, pointers[read])
+            b.cache_output(present_name, present_shape, pointers[write])
+        b.run()
+        self._current, self.cached = write, past + new
+        return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
+
+
+class _Binding:
+    """One session's IOBinding, bound by pointer. Through onnxruntime's C-level binding object where
+    it has one: the Python wrapper of 1.32 builds an OrtDevice and checks WebGPU capture state on
+    every call, several times the cost of the call itself, and a token rebinds 2 x layers x 2 cache
+    tensors. Host buffers (ids, positions, logits) are rebound only when their shape changes."""
+
+    def __init__(self, session, device: str):
+        import onnxruntime as ort
+
+        self._session, self._binding, self._device = session, session.io_binding(), device
+        self._shapes = {}
+        try:
+            self._c = self._binding._iobinding
+            self._c_run = session._sess.run_with_iobinding
+            self._c_devices = {d: ort.OrtDevice.make(d, 0)._get_c_device() for d in {"cpu", device}}
+        except AttributeError:  # an onnxruntime without these internals: its public calls
+            self._c = None
+
+    def _bind(self, output: bool, name, device, dtype, shape, pointer):
+        if self._c is not None:
+            bind = self._c.bind_output if output else self._c.bind_input
+            bind(name, self._c_devices[device], dtype, shape, pointer)
+        else:
+            bind = self._binding.bind_output if output else self._binding.bind_input
+            bind(name, device, 0, dtype, shape, pointer)
+
+    def host_input(self, name, dtype, shape, array):
+        if self._shapes.get(name) != shape:
+            self._bind(False, name, "cpu", dtype, shape, array.ctypes.data)
+            self._shapes[name] = shape
+
+    def host_output(self, name, dtype, shape, array):
+        if self._shapes.get(name) != shape:
+            self._bind(True, name, "cpu", dtype, shape, array.ctypes.data)
+            self._shapes[name] = shape
+
+    def cache_input(self, name, shape, pointer):
+        self._bind(False, name, self._device, np.float32, shape, pointer)
+
+    def cache_output(self, name, shape, pointer):
+        self._bind(True, name, self._device, np.float32, shape, pointer)
+
+    def run(self):
+        if self._c is not None:
+            self._c_run(self._c, None)
+        else:
+            self._session.run_with_iobinding(self._binding)
