@@ -10,6 +10,7 @@ import numpy as np
 from zoo.runtime.core import Export, sample_logits
 
 SHARED_BATCH = 3  # from this many sequences on, cached decoding runs on all of ONNX Runtime's threads
+C_LEVEL_BINDING = True  # bind the cache through onnxruntime's C-level IOBinding where it has one (_Binding)
 
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
@@ -135,65 +136,50 @@ class CachedDecoder:
         b = self._bindings[kind]
         n = batch * new
         self._ids[:n] = ids.ravel()
-        self._positions[:n] = np.tile(np.arange(past, past + new), batch)
-        b.host_input("input_ids", np.int64, (batch, new), self._ids)
-        b.host_input("position_ids", np.int64, (batch, new), self._positions)
-        b.host_output("logits", np.float32, (batch, new, self._vocab), self._logits)
+        self._positions[:n] = past if new == 1 else np.tile(np.arange(past, past + new), batch)
+        b.host("input_ids", False, np.int64, (batch, new), self._ids)
+        b.host("position_ids", False, np.int64, (batch, new), self._positions)
+        b.host("logits", True, np.float32, (batch, new, self._vocab), self._logits)
         read, write = self._current, 1 - self._current
         past_shape = (batch, self.heads, past, self.head_dim)
         present_shape = (batch, self.heads, past + new, self.head_dim)
+        bind_input, bind_output, device, f32 = b.bind_input, b.bind_output, b.cache_device, np.float32
         for past_name, present_name, pointers in zip(self.past, self.present, self._pointers):
-            b.cache_input(past_name, past_shape, pointers[read])
-            b.cache_output(present_name, present_shape, pointers[write])
+            bind_input(past_name, device, f32, past_shape, pointers[read])
+            bind_output(present_name, device, f32, present_shape, pointers[write])
         b.run()
         self._current, self.cached = write, past + new
         return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
 
 
 class _Binding:
-    """One session's IOBinding, bound by pointer. Through onnxruntime's C-level binding object where
-    it has one: the Python wrapper of 1.32 builds an OrtDevice and checks WebGPU capture state on
-    every call, several times the cost of the call itself, and a token rebinds 2 x layers x 2 cache
-    tensors. Host buffers (ids, positions, logits) are rebound only when their shape changes."""
+    """One session's IOBinding, bound by pointer: `bind_input` / `bind_output(name, device, dtype,
+    shape, pointer)` with `device` one of `host_device` / `cache_device`. They are onnxruntime's
+    C-level binding calls where it has them: the Python wrapper of 1.32 builds an OrtDevice and
+    checks WebGPU capture state on every call, several times the cost of the call itself, and a
+    token rebinds 2 x layers x 2 cache tensors. Host buffers (ids, positions, logits) are rebound
+    only when their shape changes (`host`)."""
 
     def __init__(self, session, device: str):
         import onnxruntime as ort
 
-        self._session, self._binding, self._device = session, session.io_binding(), device
+        binding = session.io_binding()
         self._shapes = {}
-        try:
-            self._c = self._binding._iobinding
-            self._c_run = session._sess.run_with_iobinding
-            self._c_devices = {d: ort.OrtDevice.make(d, 0)._get_c_device() for d in {"cpu", device}}
-        except AttributeError:  # an onnxruntime without these internals: its public calls
-            self._c = None
+        self.fast = C_LEVEL_BINDING and hasattr(binding, "_iobinding") and hasattr(session, "_sess")
+        if self.fast:
+            c = binding._iobinding
+            self.bind_input, self.bind_output = c.bind_input, c.bind_output
+            self.host_device = ort.OrtDevice.make("cpu", 0)._get_c_device()
+            self.cache_device = ort.OrtDevice.make(device, 0)._get_c_device()
+            run = session._sess.run_with_iobinding
+            self.run = lambda: run(c, None)
+        else:  # an onnxruntime without these internals: its public calls
+            self.bind_input = lambda name, dev, dtype, shape, ptr: binding.bind_input(name, dev, 0, dtype, shape, ptr)
+            self.bind_output = lambda name, dev, dtype, shape, ptr: binding.bind_output(name, dev, 0, dtype, shape, ptr)
+            self.host_device, self.cache_device = "cpu", device
+            self.run = lambda: session.run_with_iobinding(binding)
 
-    def _bind(self, output: bool, name, device, dtype, shape, pointer):
-        if self._c is not None:
-            bind = self._c.bind_output if output else self._c.bind_input
-            bind(name, self._c_devices[device], dtype, shape, pointer)
-        else:
-            bind = self._binding.bind_output if output else self._binding.bind_input
-            bind(name, device, 0, dtype, shape, pointer)
-
-    def host_input(self, name, dtype, shape, array):
+    def host(self, name: str, output: bool, dtype, shape: tuple, array: np.ndarray):
         if self._shapes.get(name) != shape:
-            self._bind(False, name, "cpu", dtype, shape, array.ctypes.data)
+            (self.bind_output if output else self.bind_input)(name, self.host_device, dtype, shape, array.ctypes.data)
             self._shapes[name] = shape
-
-    def host_output(self, name, dtype, shape, array):
-        if self._shapes.get(name) != shape:
-            self._bind(True, name, "cpu", dtype, shape, array.ctypes.data)
-            self._shapes[name] = shape
-
-    def cache_input(self, name, shape, pointer):
-        self._bind(False, name, self._device, np.float32, shape, pointer)
-
-    def cache_output(self, name, shape, pointer):
-        self._bind(True, name, self._device, np.float32, shape, pointer)
-
-    def run(self):
-        if self._c is not None:
-            self._c_run(self._c, None)
-        else:
-            self._session.run_with_iobinding(self._binding)
