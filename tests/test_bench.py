@@ -56,6 +56,20 @@ def test_readme_speed_tables_are_the_committed_records(tmp_path):
     assert not bench.update_readme(copy, ROOT / bench.RECORDS), "README.md's speed tables differ from benchmarks/*.json"
 
 
+def test_every_record_measured_the_committed_export():
+    """Each benchmarks/<model>.json names the sha256 of the manifest of the export it timed: a
+    re-exported model, or a model card edited since (the manifest lists the card's checksum), fails
+    until `make bench ARGS="--models <model>"` measures it again."""
+    import hashlib
+
+    for record in bench.read_records(ROOT / bench.RECORDS):
+        manifest = ROOT / record["export"]["folder"] / "manifest.json"
+        assert manifest.is_file(), f"{record['model']}: the record's export {manifest} is missing"
+        assert hashlib.sha256(manifest.read_bytes()).hexdigest() == record["export"]["manifest_sha256"], (
+            f"benchmarks/{record['model']}.json timed another export than exports/{record['model']}: "
+            f"run make bench ARGS=\"--models {record['model']}\"")
+
+
 def test_image_graph_bench_times_both_engines_on_the_same_inputs(trained):
     export = trained("gan")["export"]
     rows = bench.bench_graphs("gan", export, [1, 3], rounds=1, round_seconds=0.01)
