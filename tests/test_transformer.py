@@ -183,3 +183,5 @@ def test_cached_decoder_binds_through_the_c_object_and_the_public_calls_alike(tr
     assert runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2) == fast
     with pytest.raises(ValueError, match="exceed the model's context of 16"):
         text.CachedDecoder(export, batch=1).prefill(np.zeros((1, 17), np.int64))
+    with pytest.raises(ValueError, match="the cache of 2 sequences, got ids of 3"):
+        text.CachedDecoder(export, batch=2).prefill(np.zeros((3, 4), np.int64))

@@ -131,6 +131,8 @@ class CachedDecoder:
     def _run(self, kind: str, ids: np.ndarray) -> np.ndarray:
         batch, new = ids.shape
         past = self.cached
+        if batch != self.batch:
+            raise ValueError(f"this decoder holds the cache of {self.batch} sequences, got ids of {batch}")
         if past + new > self.limit:
             raise ValueError(f"{past} cached + {new} new positions exceed the model's context of {self.limit}")
         b = self._bindings[kind]
