@@ -57,6 +57,10 @@ def test_transformer_decoder_is_standard_attention_ops_and_few_nodes(trained):
     assert ops["MatMul"] == 4 * layers + 1  # q/k/v fused, attention out, mlp in/out; the head
     assert "Softmax" not in ops and "Transpose" not in ops and "Tanh" not in ops, ops  # inside Attention / Gelu
     assert sum(ops.values()) <= 16 + 15 * layers, ops  # 15 a block; embeddings, mask, final norm and head 16
+    # The card says which opset the graph needs (tf2onnx's graphs are 17 and need no such line).
+    assert "`decoder.onnx` is ONNX opset 23: it needs a runtime that implements opset 23 (onnxruntime 1.23 or newer)" \
+        in (t["export"] / "README.md").read_text()
+    assert "is ONNX opset" not in (trained("rnn")["export"] / "README.md").read_text()
 
 
 def test_gru_weights_refuse_a_gru_onnx_would_compute_differently():

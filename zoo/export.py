@@ -36,6 +36,9 @@ from zoo.data import DataUnavailableError
 from zoo.runtime.core import sha256_file
 
 OPSET = 17
+# The first onnxruntime release that runs a graph of this opset (graphs built above OPSET: the
+# transformer's decoder uses opset 23's Attention, whose CPU kernel came in 1.23).
+ONNXRUNTIME_FOR_OPSET = {23: "1.23"}
 TOLERANCE = 1e-4
 
 
@@ -545,4 +548,8 @@ def model_card(module, folder: Path, manifest: dict) -> str:
               "The ONNX graphs were checked against Keras and the SavedModel before publishing "
               f"(max abs difference at most {manifest['parity_tolerance']}; measured values in the manifest).",
               ""]
+    newer = {spec["onnx"]: spec["opset"] for spec in manifest["graphs"].values() if spec.get("opset", OPSET) > OPSET}
+    for onnx_file, opset in newer.items():  # a graph a runtime of tf2onnx's opset cannot load
+        needs = f" (onnxruntime {ONNXRUNTIME_FOR_OPSET[opset]} or newer)" if opset in ONNXRUNTIME_FOR_OPSET else ""
+        lines += [f"`{onnx_file}` is ONNX opset {opset}: it needs a runtime that implements opset {opset}{needs}.", ""]
     return "\n".join(lines)
