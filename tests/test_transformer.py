@@ -180,8 +180,38 @@ def test_cached_decoder_binds_through_the_c_object_and_the_public_calls_alike(tr
     monkeypatch.setattr(text, "C_LEVEL_BINDING", False)
     decoder = text.CachedDecoder(export, batch=2)
     assert not any(b.fast for b in decoder._bindings.values())
+    text.release_decoders(export)  # else sample_text would take the decoder the first call kept
     assert runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2) == fast
     with pytest.raises(ValueError, match="exceed the model's context of 16"):
         text.CachedDecoder(export, batch=1).prefill(np.zeros((1, 17), np.int64))
     with pytest.raises(ValueError, match="the cache of 2 sequences, got ids of 3"):
         text.CachedDecoder(export, batch=2).prefill(np.zeros((3, 4), np.int64))
+
+
+def test_a_kept_decoder_steps_without_binding_and_samples_the_same_text(trained, monkeypatch):
+    """sample_text keeps its decoder on the export; a step from a past length the decoder has
+    stepped from before runs a binding made for that length (CachedDecoder.step), so later calls
+    bind nothing per step, and sample what a new decoder samples."""
+    from zoo.runtime import text
+
+    export = runtime.load(trained("transformer")["export"])
+    prompt = export.runtime["sample_defaults"]["prompt"]
+    args = dict(length=40, temperature=0.8, seed=1, batch=2)  # the tiny context is 16: it slides
+    first = runtime.sample_text(export, prompt, **args)
+    (decoder,) = text._kept[export]
+    assert decoder._steps  # the slide's second pass stepped from lengths it had visited
+    binds = []
+    monkeypatch.setattr(decoder, "_bind", lambda b, past, new: binds.append(b is decoder._bindings["prefill"])
+                        or text.CachedDecoder._bind(decoder, b, past, new))
+    assert runtime.sample_text(export, prompt, **args) == first  # makes the rest of the step bindings
+    binds.clear()
+    assert runtime.sample_text(export, prompt, **args) == first
+    assert binds and all(binds), binds  # only the prefills (the prompt, then each slide) bound
+    text.release_decoders(export)
+    assert runtime.sample_text(export, prompt, **args) == first and text._kept[export][0] is not decoder
+
+    with text.kept_decoder(export, 1) as a, text.kept_decoder(export, 1) as b:
+        assert a is not b  # a decoder serves one caller at a time
+    with text.kept_decoder(export, 1) as c, text.kept_decoder(export, 3) as d:
+        assert c is a and d.batch == 3  # the most recently kept (a left last)
+    assert [k.batch for k in text._kept[export]] == [3, 1]  # at most KEPT_DECODERS: b, the oldest, dropped

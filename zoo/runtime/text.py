@@ -5,6 +5,11 @@
   prefilled in one call, then each new character is one call with the cache.
 """
 
+import contextlib
+import functools
+import threading
+import weakref
+
 import numpy as np
 
 from zoo.runtime.core import Export, sample_logits
@@ -62,58 +67,97 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
 
 def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
     info = export.runtime
-    vocabulary, limit, graph = info["vocabulary"], info["max_context"], info["graph"]
+    vocabulary, limit = info["vocabulary"], info["max_context"]
     if on_full not in ("slide", "refuse"):
         raise ValueError(f"on_full must be 'slide' or 'refuse', got {on_full!r}")
     prompt_ids = encode(prompt, vocabulary).astype(np.int64)
     if on_full == "refuse" and len(prompt_ids) + length > limit:
         raise ValueError(f"prompt ({len(prompt_ids)}) + length ({length}) exceed the model's context of "
                          f"{limit} characters; shorten them or use on_full='slide'")
-    decoder = CachedDecoder(export, batch, precision)
     history = np.zeros((batch, len(prompt_ids) + length), np.int64)
     history[:, : len(prompt_ids)] = prompt_ids
     filled = min(len(prompt_ids), limit)
-    logits = decoder.prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
     rng = np.random.default_rng(seed)
-    for i in range(len(prompt_ids), len(prompt_ids) + length):
-        history[:, i] = sample_logits(logits, temperature, top_k, rng)
-        if i + 1 == history.shape[1]:
-            break
-        if decoder.cached == limit:  # the cache is full: re-read the last half of the context
-            logits = decoder.prefill(history[:, i + 1 - limit // 2 : i + 1])
-        else:
-            logits = decoder.step(history[:, i])
+    with kept_decoder(export, batch, precision) as decoder:
+        logits = decoder.prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
+        for i in range(len(prompt_ids), len(prompt_ids) + length):
+            history[:, i] = sample_logits(logits, temperature, top_k, rng)
+            if i + 1 == history.shape[1]:
+                break
+            if decoder.cached == limit:  # the cache is full: re-read the last half of the context
+                logits = decoder.prefill(history[:, i + 1 - limit // 2 : i + 1])
+            else:
+                logits = decoder.step(history[:, i])
     return [prompt + "".join(vocabulary[j] for j in row[len(prompt_ids):]) for row in history]
+
+
+KEPT_DECODERS = 2  # idle decoders an export keeps for later calls (one at batch 1 holds ~2.6 MB of cache)
+_kept, _kept_lock = weakref.WeakKeyDictionary(), threading.Lock()  # Export -> its idle decoders, newest last
+
+
+@contextlib.contextmanager
+def kept_decoder(export, batch: int, precision: str = "fp32"):
+    """A CachedDecoder of `export` for `batch` sequences at `precision`: an idle one kept from an
+    earlier call (with the step bindings it has made), else a new one; kept again afterwards, up to
+    KEPT_DECODERS per export, the least recently used dropped first. A decoder serves one caller at
+    a time, so calls from several threads each get their own."""
+    with _kept_lock:
+        idle = _kept.setdefault(export, [])
+        decoder = next((d for d in reversed(idle) if (d.batch, d.precision) == (batch, precision)), None)
+        if decoder is not None:
+            idle.remove(decoder)
+    if decoder is None:
+        decoder = CachedDecoder(export, batch, precision)
+    try:
+        yield decoder
+    finally:
+        with _kept_lock:
+            idle.append(decoder)
+            del idle[:-KEPT_DECODERS]
+
+
+def release_decoders(export):
+    """Drops the idle decoders `export` keeps (their cache buffers and bindings)."""
+    with _kept_lock:
+        _kept.pop(export, None)
 
 
 class CachedDecoder:
     """A `text-cached` export's decoder graph run with its key/value cache in preallocated buffers.
 
     Each cache tensor has two buffers of [batch, heads, max_context, head_dim] in ONNX Runtime's
-    memory (the GPU's under CUDA); a call reads the pasts from one and writes the presents into the
-    other, bound by pointer with the shapes of the moment, so the growing cache is neither allocated
-    by ONNX Runtime nor copied through numpy. Token ids, positions and logits live in numpy buffers
-    bound once per shape. `prefill(ids)` starts from an empty cache on all of ONNX Runtime's threads;
-    `step(ids)` appends one token per sequence, on one thread for fewer than SHARED_BATCH sequences
-    (one new token of one or two sequences is too little work to share between threads)."""
+    memory (the GPU's under CUDA); a call that leaves `n` positions cached reads the pasts from
+    buffer `past % 2` and writes the presents into buffer `n % 2`, bound by pointer with the shapes
+    of the moment, so the growing cache is neither allocated by ONNX Runtime nor copied through
+    numpy. Token ids, positions and logits live in numpy buffers. `prefill(ids)` starts from an
+    empty cache on all of ONNX Runtime's threads; `step(ids)` appends one token per sequence, on one
+    thread for fewer than SHARED_BATCH sequences (one new token of one or two sequences is too little
+    work to share between threads).
+
+    Binding is what a step costs beyond the graph (2 x layers x 2 cache tensors, ~1-3 us each), so
+    a step at a past length this decoder has stepped from before gets a binding of its own, made
+    once and then only run: the slide's second pass over the context, and every later generation
+    with a kept decoder (`kept_decoder`, which `sample_text` uses), bind nothing. A first visit
+    rebinds one shared binding instead (a new binding costs about twice a rebinding)."""
 
     def __init__(self, export, batch: int, precision: str = "fp32"):
         import onnxruntime as ort
 
         info = export.runtime
         graph = info["graph"]
-        self.batch, self.limit, self.cached, self._current = batch, info["max_context"], 0, 0
+        self.batch, self.precision, self.limit, self.cached = batch, precision, info["max_context"], 0
         self.heads, self.head_dim, vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
         layers = range(info["num_layers"])
         self.past = [info["past"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
         self.present = [info["present"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
-        sessions = {"prefill": export.session(graph, precision=precision),
-                    "step": export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)}
-        device = "cuda" if "CUDAExecutionProvider" in sessions["step"].get_providers() else "cpu"
-        self._bindings = {kind: _Binding(session, device) for kind, session in sessions.items()}
+        prefill = export.session(graph, precision=precision)
+        self._step_session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)
+        self._device = "cuda" if "CUDAExecutionProvider" in self._step_session.get_providers() else "cpu"
+        self._bindings = {"prefill": _Binding(prefill, self._device), "step": _Binding(self._step_session, self._device)}
+        self._steps, self._visited = {}, set()  # past length -> its own step binding; lengths stepped from
         size = batch * self.heads * self.limit * self.head_dim
-        self._buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], np.float32, device, 0) for _ in range(2)]
-                         for _ in self.past]  # kept: the pointers below are into them
+        self._buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], np.float32, self._device, 0)
+                          for _ in range(2)] for _ in self.past]  # kept: the pointers below are into them
         self._pointers = [[b.data_ptr() for b in pair] for pair in self._buffers]
         self._ids, self._positions = np.zeros(batch * self.limit, np.int64), np.zeros(batch * self.limit, np.int64)
         self._logits = np.zeros(batch * self.limit * vocab, np.float32)
@@ -122,36 +166,54 @@ class CachedDecoder:
     def prefill(self, ids: np.ndarray) -> np.ndarray:
         """ids [batch, n], n <= max_context, from position 0 with an empty cache -> last logits [batch, V]."""
         self.cached = 0
-        return self._run("prefill", ids)
+        return self._run(self._bindings["prefill"], ids)
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         """ids [batch], one new token per sequence after the cached ones -> its logits [batch, V]."""
-        return self._run("step", ids[:, None])
+        past = self.cached
+        own = self._steps.get(past)
+        fits = ids.shape == (self.batch,)
+        if own is None and fits and past in self._visited:  # stepped from before, so the context had room
+            own = self._steps[past] = _Binding(self._step_session, self._device)
+            self._bind(own, past, 1)
+        if own is None or not fits:
+            logits = self._run(self._bindings["step"], ids[:, None])  # checks the batch and the context
+            self._visited.add(past)
+            return logits
+        self._ids[: self.batch] = ids
+        self._positions[: self.batch] = past
+        own.run()
+        self.cached = past + 1
+        return self._logits[: self.batch * self._vocab].reshape(self.batch, self._vocab)
 
-    def _run(self, kind: str, ids: np.ndarray) -> np.ndarray:
+    def _run(self, b, ids: np.ndarray) -> np.ndarray:
         batch, new = ids.shape
         past = self.cached
         if batch != self.batch:
             raise ValueError(f"this decoder holds the cache of {self.batch} sequences, got ids of {batch}")
         if past + new > self.limit:
             raise ValueError(f"{past} cached + {new} new positions exceed the model's context of {self.limit}")
-        b = self._bindings[kind]
         n = batch * new
         self._ids[:n] = ids.ravel()
         self._positions[:n] = past if new == 1 else np.tile(np.arange(past, past + new), batch)
+        self._bind(b, past, new)
+        b.run()
+        self.cached = past + new
+        return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
+
+    def _bind(self, b, past: int, new: int):
+        """Binds `b` for `new` positions per sequence after `past` cached ones."""
+        batch = self.batch
         b.host("input_ids", False, np.int64, (batch, new), self._ids)
         b.host("position_ids", False, np.int64, (batch, new), self._positions)
         b.host("logits", True, np.float32, (batch, new, self._vocab), self._logits)
-        read, write = self._current, 1 - self._current
+        read, write = past % 2, (past + new) % 2
         past_shape = (batch, self.heads, past, self.head_dim)
         present_shape = (batch, self.heads, past + new, self.head_dim)
         bind_input, bind_output, device, f32 = b.bind_input, b.bind_output, b.cache_device, np.float32
         for past_name, present_name, pointers in zip(self.past, self.present, self._pointers):
             bind_input(past_name, device, f32, past_shape, pointers[read])
             bind_output(present_name, device, f32, present_shape, pointers[write])
-        b.run()
-        self._current, self.cached = write, past + new
-        return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
 
 
 class _Binding:
@@ -173,8 +235,7 @@ class _Binding:
             self.bind_input, self.bind_output = c.bind_input, c.bind_output
             self.host_device = ort.OrtDevice.make("cpu", 0)._get_c_device()
             self.cache_device = ort.OrtDevice.make(device, 0)._get_c_device()
-            run = session._sess.run_with_iobinding
-            self.run = lambda: run(c, None)
+            self.run = functools.partial(session._sess.run_with_iobinding, c, None)
         else:  # an onnxruntime without these internals: its public calls
             self.bind_input = lambda name, dev, dtype, shape, ptr: binding.bind_input(name, dev, 0, dtype, shape, ptr)
             self.bind_output = lambda name, dev, dtype, shape, ptr: binding.bind_output(name, dev, 0, dtype, shape, ptr)
