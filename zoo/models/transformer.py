@@ -16,6 +16,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.models import text
+from zoo.runtime.text import cache_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +239,7 @@ def windowed_nll_onnx(session, ids: np.ndarray, info: dict, batch: int = 16) -> 
     """`windowed_scores` of an exported decoder graph in ONNX Runtime (empty caches, each window in
     one call): the same windows as the Keras figure, so fp32 and int8 files are scored alike."""
     window = info["max_context"]
-    past = [info["past"].format(i=i, kind=k) for i in range(info["num_layers"]) for k in ("key", "value")]
+    past = cache_names(info)
 
     def losses(x, y):
         feed = {"input_ids": x.astype(np.int64), "position_ids": np.tile(np.arange(x.shape[1], dtype=np.int64),

@@ -207,13 +207,13 @@ def sample_logits(logits: np.ndarray, temperature: float, top_k: int, rng: np.ra
 
     temperature 0 means greedy (argmax).
     """
-    logits = np.asarray(logits, dtype=np.float64)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {top_k}")
     if temperature == 0:
-        return logits.argmax(axis=-1)
+        return np.asarray(logits).argmax(axis=-1)
+    logits = np.asarray(logits, dtype=np.float64)
     z = logits / temperature
     if 0 < top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]

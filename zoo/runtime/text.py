@@ -65,6 +65,12 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     return [prompt + "".join(vocabulary[j] for j in row) for row in generated]
 
 
+def cache_names(info: dict, which: str = "past") -> list:
+    """A `text-cached` export's cache inputs (`which="past"`) or outputs ("present"), named from its
+    manifest's runtime info: layer by layer, the key before the value."""
+    return [info[which].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
+
+
 def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
     info = export.runtime
     vocabulary, limit = info["vocabulary"], info["max_context"]
@@ -147,9 +153,7 @@ class CachedDecoder:
         graph = info["graph"]
         self.batch, self.precision, self.limit, self.cached = batch, precision, info["max_context"], 0
         self.heads, self.head_dim, vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
-        layers = range(info["num_layers"])
-        self.past = [info["past"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
-        self.present = [info["present"].format(i=i, kind=kind) for i in layers for kind in ("key", "value")]
+        self.past, self.present = cache_names(info, "past"), cache_names(info, "present")
         prefill = export.session(graph, precision=precision)
         self._step_session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)
         self._device = "cuda" if "CUDAExecutionProvider" in self._step_session.get_providers() else "cpu"
@@ -162,6 +166,9 @@ class CachedDecoder:
         self._ids, self._positions = np.zeros(batch * self.limit, np.int64), np.zeros(batch * self.limit, np.int64)
         self._logits = np.zeros(batch * self.limit * vocab, np.float32)
         self._vocab = vocab
+        # what a step writes and reads: one id and one position per sequence, its logits
+        self._step_ids, self._step_positions = self._ids[:batch], self._positions[:batch]
+        self._step_logits = self._logits[: batch * vocab].reshape(batch, vocab)
 
     def prefill(self, ids: np.ndarray) -> np.ndarray:
         """ids [batch, n], n <= max_context, from position 0 with an empty cache -> last logits [batch, V]."""
@@ -180,11 +187,11 @@ class CachedDecoder:
             logits = self._run(self._bindings["step"], ids[:, None])  # checks the batch and the context
             self._visited.add(past)
             return logits
-        self._ids[: self.batch] = ids
-        self._positions[: self.batch] = past
+        self._step_ids[:] = ids
+        self._step_positions[:] = past
         own.run()
         self.cached = past + 1
-        return self._logits[: self.batch * self._vocab].reshape(self.batch, self._vocab)
+        return self._step_logits
 
     def _run(self, b, ids: np.ndarray) -> np.ndarray:
         batch, new = ids.shape
