@@ -215,3 +215,10 @@ def test_a_kept_decoder_steps_without_binding_and_samples_the_same_text(trained,
     with text.kept_decoder(export, 1) as c, text.kept_decoder(export, 3) as d:
         assert c is a and d.batch == 3  # the most recently kept (a left last)
     assert [k.batch for k in text._kept[export]] == [3, 1]  # at most KEPT_DECODERS: b, the oldest, dropped
+    monkeypatch.setattr(text, "KEPT_BYTES", 3 * a.nbytes)  # and at most KEPT_BYTES of cache buffers
+    with text.kept_decoder(export, 1) as e:
+        assert e is a
+    assert text._kept[export] == [a]  # 3 + 1 sequences' buffers were over the budget: the oldest went
+    with text.kept_decoder(export, 5):
+        pass
+    assert text._kept[export] == []  # 5 sequences' buffers are over it alone

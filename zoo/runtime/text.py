@@ -97,7 +97,8 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
     return [prompt + "".join(vocabulary[j] for j in row[len(prompt_ids):]) for row in history]
 
 
-KEPT_DECODERS = 2  # idle decoders an export keeps for later calls (one at batch 1 holds ~2.6 MB of cache)
+KEPT_DECODERS = 2  # idle decoders an export keeps for later calls
+KEPT_BYTES = 64 << 20  # and their cache buffers' bytes at most (the shipped model's: ~2.6 MB per sequence)
 _kept, _kept_lock = weakref.WeakKeyDictionary(), threading.Lock()  # Export -> its idle decoders, newest last
 
 
@@ -105,8 +106,9 @@ _kept, _kept_lock = weakref.WeakKeyDictionary(), threading.Lock()  # Export -> i
 def kept_decoder(export, batch: int, precision: str = "fp32"):
     """A CachedDecoder of `export` for `batch` sequences at `precision`: an idle one kept from an
     earlier call (with the step bindings it has made), else a new one; kept again afterwards, up to
-    KEPT_DECODERS per export, the least recently used dropped first. A decoder serves one caller at
-    a time, so calls from several threads each get their own."""
+    KEPT_DECODERS per export and KEPT_BYTES of cache buffers, the least recently used dropped first
+    (a decoder larger than KEPT_BYTES is not kept). A decoder serves one caller at a time, so calls
+    from several threads each get their own."""
     with _kept_lock:
         idle = _kept.setdefault(export, [])
         decoder = next((d for d in reversed(idle) if (d.batch, d.precision) == (batch, precision)), None)
@@ -120,6 +122,8 @@ def kept_decoder(export, batch: int, precision: str = "fp32"):
         with _kept_lock:
             idle.append(decoder)
             del idle[:-KEPT_DECODERS]
+            while idle and sum(d.nbytes for d in idle) > KEPT_BYTES:
+                del idle[0]
 
 
 def release_decoders(export):
@@ -160,6 +164,7 @@ class CachedDecoder:
         self._bindings = {"prefill": _Binding(prefill, self._device), "step": _Binding(self._step_session, self._device)}
         self._steps, self._visited = {}, set()  # past length -> its own step binding; lengths stepped from
         size = batch * self.heads * self.limit * self.head_dim
+        self.nbytes = 2 * len(self.past) * size * 4  # the cache buffers
         self._buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], np.float32, self._device, 0)
                           for _ in range(2)] for _ in self.past]  # kept: the pointers below are into them
         self._pointers = [[b.data_ptr() for b in pair] for pair in self._buffers]
