@@ -86,11 +86,18 @@ def test_sample_bad_key_and_missing_export(tmp_path, capsys, trained):
     assert "manifest.json not found" in capsys.readouterr().err
 
 
-def test_train_eval_export_sample_through_the_cli(tmp_path, capsys, mock_tfds):
+def test_train_eval_export_sample_through_the_cli(tmp_path, capsys, mock_tfds, monkeypatch):
     run, out = tmp_path / "run", tmp_path / "export"
     common = ["--preset", "tiny", "--run-dir", str(run)]
     assert main(["train", "rnn", *common, "--set", "epochs=1", "--no-export"]) == 0
     assert (run / "model.keras").exists() and (run / "metrics.json").exists()
+    first = json.loads((run / "metrics.json").read_text())
+    monkeypatch.setenv("ZOO_COMMAND", "the second evaluation")
+    assert main(["eval", "rnn", *common]) == 0  # evaluated again: the first evaluation is kept, not lost
+    history = (run / "metrics-history.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in history] == [first]
+    assert json.loads((run / "metrics.json").read_text())["eval_command"] == "the second evaluation"
+    assert not (run / "metrics.tmp.json").exists()
     assert main(["export", "rnn", "--preset", "tiny", "--run-dir", str(run), "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["sample", "rnn", "--out", str(out), "--set", "length=25", "--set", "seed=3"]) == 0

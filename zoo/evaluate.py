@@ -1,4 +1,5 @@
-"""Evaluation: a trained model's test-split metrics, written to `<run_dir>/metrics.json`.
+"""Evaluation: a trained model's test-split metrics, written to `<run_dir>/metrics.json`; each
+evaluation it replaces is appended, one JSON object a line, to `<run_dir>/metrics-history.jsonl`.
 
 Each model module's `evaluate(model, cfg, data_dir)` says what it measures (text models: test
 loss in nats and bits per character). The export copies these numbers into its manifest and card.
@@ -26,5 +27,16 @@ def evaluate(name, cfg, run_dir, data_dir=None) -> dict:
     metrics = module.evaluate(model, cfg, data_dir)
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics["eval_command"] = os.environ.get("ZOO_COMMAND") or " ".join(["python -m zoo"] + sys.argv[1:])
-    (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    path = Path(run_dir) / "metrics.json"
+    if path.exists():  # an evaluation-only override (`--set iwae_images=10000`) replaces it: keep the one before
+        before = path.read_text()
+        try:
+            before = json.dumps(json.loads(before))
+        except json.JSONDecodeError:  # kept as it was, inside a line of its own
+            before = json.dumps({"unreadable_metrics_json": before})
+        with open(Path(run_dir) / "metrics-history.jsonl", "a") as history:
+            history.write(before + "\n")
+    tmp = path.with_name("metrics.tmp.json")  # written whole, then renamed: a killed evaluation leaves the last one
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, path)
     return metrics

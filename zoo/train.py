@@ -9,6 +9,7 @@ A run directory (default `runs/<model>/<preset>/`) holds:
   logs/          TensorBoard
   model.keras    the final model (the best validation epoch), what `eval` and `export` read
   run.json       model, preset, config, dataset, training wall time, parameter count, versions
+  metrics.json   the last test-split evaluation (zoo/evaluate.py); metrics-history.jsonl those before it
 """
 
 import csv
