@@ -108,3 +108,31 @@ def run_python(code: str, env=None, timeout=300):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+
+NOTEBOOK_TESTS = "tests/test_notebooks.py::"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The notebook tests run last: their notebooks run meanwhile in the background (below)."""
+    late = [item for item in items if item.nodeid.startswith(NOTEBOOK_TESTS)]
+    if late:
+        items[:] = [item for item in items if not item.nodeid.startswith(NOTEBOOK_TESTS)] + late
+
+
+def _notebook_module():
+    return sys.modules.get("test_notebooks") or sys.modules.get("tests.test_notebooks")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """Starts the notebooks of the notebook tests selected, one at a time beside the other tests."""
+    cases = [item.callspec.params["case"] for item in session.items if item.nodeid.startswith(NOTEBOOK_TESTS)]
+    if cases and not session.config.option.collectonly and _notebook_module() is not None:
+        _notebook_module().start_in_background(cases, shared_tfds())
+
+
+def pytest_sessionfinish(session):
+    if _notebook_module() is not None:
+        _notebook_module().stop_background()

@@ -3,10 +3,19 @@
 The notebooks fine-tune the shipped `exports/<model>/model.keras` on real TFDS data, so these tests
 need the prepared data beside the checkout (`../shared/tfds`) and skip without it. A cell inserted
 after each notebook's `parameters` cell sets the tiny values (as papermill would).
+
+A notebook runs in its own kernel process, mostly on one core, for one to three minutes. So when
+these tests are collected, the notebooks start at the beginning of the session, one at a time in a
+background thread (`start_in_background`, called from conftest.py), while the other tests use the
+second core; these tests run last (two notebooks at a time from then on) and check what each
+notebook wrote.
 """
 
 import json
 import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,22 +23,104 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
-TINY = {
-    "text": dict(MODEL="transformer", EPOCHS=1, STEPS=2),
-    "text-lstm": dict(MODEL="lstm", EPOCHS=1, STEPS=2),
-    "gan": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=200),
-    "vae": dict(EPOCHS=1, STEPS=2, IWAE_IMAGES=2),
+TINY = {  # the longest first (they start in this order)
     "pixelcnn": dict(EPOCHS=1, STEPS=2, EVAL_IMAGES=100, SAMPLES=2),
-    "wavenet": dict(EPOCHS=1, STEPS=2, EVAL_CLIPS=4),
     "diffusion": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=100, DDIM_STEPS=2),
+    "vae": dict(EPOCHS=1, STEPS=2, IWAE_IMAGES=2),
+    "wavenet": dict(EPOCHS=1, STEPS=2, EVAL_CLIPS=4),
+    "text": dict(MODEL="transformer", EPOCHS=1, STEPS=2),
+    "gan": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=200),
+    "text-lstm": dict(MODEL="lstm", EPOCHS=1, STEPS=2),
 }
 MODEL_OF = {"text": "transformer", "text-lstm": "lstm"}
 
 
-@pytest.mark.parametrize("case", list(TINY))
-def test_notebook_runs_and_exports(case, real_tfds, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
+def run_notebook(case: str, data_dir: str, out: Path) -> Path:
+    """Runs notebooks/<name>.ipynb with the tiny settings of `case`, exporting to `out`."""
+    import nbformat
     from nbclient import NotebookClient
+
+    name = case.split("-")[0]
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+    params = dict(TINY[case], OUT=str(out), DATA_DIR=str(data_dir))
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
+        "\n".join(f"{k} = {v!r}" for k, v in params.items()), metadata={"tags": ["injected-parameters"]}))
+    # The judges shipped in exports/classifiers, not the empty test folder the other tests use.
+    env = dict(os.environ, ZOO_CLASSIFIERS=str(ROOT / "exports" / "classifiers"), TF_CPP_MIN_LOG_LEVEL="2")
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)
+    return out
+
+
+class _Background:
+    """Notebooks run one after another in a daemon thread; `result(case)` waits for one. The first
+    wait starts a second thread on the notebooks not yet started: the other tests are done by then."""
+
+    def __init__(self, cases, data_dir):
+        self.root = Path(tempfile.mkdtemp(prefix="zoo-notebooks-"))
+        self.pending, self.lock = list(cases), threading.Lock()
+        self.done = {case: threading.Event() for case in cases}
+        self.outcome, self.stopped, self.workers = {}, False, 0
+        self.data_dir = data_dir
+        self._add_worker()
+
+    def _add_worker(self):
+        self.workers += 1
+        threading.Thread(target=self._work, daemon=True, name=f"notebooks-{self.workers}").start()
+
+    def _work(self):
+        while not self.stopped:
+            with self.lock:
+                if not self.pending:
+                    return
+                case = self.pending.pop(0)
+            try:
+                self.outcome[case] = run_notebook(case, self.data_dir, self.root / case / "export")
+            except BaseException as error:  # handed to the test that checks this notebook
+                self.outcome[case] = error
+            self.done[case].set()
+
+    def result(self, case) -> Path:
+        with self.lock:
+            if self.workers == 1 and self.pending:
+                self._add_worker()
+        self.done[case].wait()
+        outcome = self.outcome[case]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+_background = None
+
+
+def start_in_background(cases, data_dir):
+    """Starts running the notebooks of `cases` (conftest.py calls it once the tests are collected)."""
+    global _background
+    if _background is None and cases and data_dir and _notebook_packages():
+        _background = _Background(cases, data_dir)
+
+
+def stop_background():
+    """Starts no further notebook (the session is over): the one running finishes in its kernel, and
+    the exports are removed once the thread is done."""
+    if _background is not None:
+        _background.stopped = True
+        if all(event.is_set() for event in _background.done.values()):
+            shutil.rmtree(_background.root, ignore_errors=True)
+
+
+def _notebook_packages() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(p) for p in ("nbformat", "nbclient"))
+
+
+@pytest.mark.parametrize("case", list(TINY))
+def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
 
     name = case.split("-")[0]
     model = MODEL_OF.get(case, name)
@@ -38,16 +129,11 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
         f"{name}.ipynb is committed with outputs"
-    index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
-    params = dict(TINY[case], OUT=str(tmp_path / "export"), DATA_DIR=str(real_tfds))
-    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
-        "\n".join(f"{k} = {v!r}" for k, v in params.items()), metadata={"tags": ["injected-parameters"]}))
-    # The judges shipped in exports/classifiers, not the empty test folder the other tests use.
-    monkeypatch.setenv("ZOO_CLASSIFIERS", str(ROOT / "exports" / "classifiers"))
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    if _background is not None and case in _background.done:
+        out = _background.result(case)
+    else:  # not started with the session (the test was called some other way): run it now
+        out = run_notebook(case, real_tfds, tmp_path / "export")
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == model and manifest["preset"] == "finetuned"
     assert manifest["training"]["note"].startswith(("fine-tuned", "adapted"))
-    assert (tmp_path / "export" / "README.md").exists()
+    assert (out / "README.md").exists()
