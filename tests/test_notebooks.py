@@ -35,8 +35,14 @@ TINY = {  # the longest first (they start in this order)
 MODEL_OF = {"text": "transformer", "text-lstm": "lstm"}
 
 
-def run_notebook(case: str, data_dir: str, out: Path) -> Path:
-    """Runs notebooks/<name>.ipynb with the tiny settings of `case`, exporting to `out`."""
+def notebook_env() -> dict:
+    """The kernel's environment: this one, with the judges shipped in exports/classifiers (not the
+    empty test folder the other tests use)."""
+    return dict(os.environ, ZOO_CLASSIFIERS=str(ROOT / "exports" / "classifiers"), TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_notebook(case: str, data_dir: str, out: Path, env: dict) -> Path:
+    """Runs notebooks/<name>.ipynb with the tiny settings of `case` in a kernel with `env`, exporting to `out`."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -46,8 +52,6 @@ def run_notebook(case: str, data_dir: str, out: Path) -> Path:
     params = dict(TINY[case], OUT=str(out), DATA_DIR=str(data_dir))
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
         "\n".join(f"{k} = {v!r}" for k, v in params.items()), metadata={"tags": ["injected-parameters"]}))
-    # The judges shipped in exports/classifiers, not the empty test folder the other tests use.
-    env = dict(os.environ, ZOO_CLASSIFIERS=str(ROOT / "exports" / "classifiers"), TF_CPP_MIN_LOG_LEVEL="2")
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)
     return out
@@ -63,6 +67,7 @@ class _Background:
         self.done = {case: threading.Event() for case in cases}
         self.outcome, self.stopped, self.workers = {}, False, 0
         self.data_dir = data_dir
+        self.env = notebook_env()  # taken now: the tests running meanwhile may change os.environ for a while
         self._add_worker()
 
     def _add_worker(self):
@@ -76,7 +81,7 @@ class _Background:
                     return
                 case = self.pending.pop(0)
             try:
-                self.outcome[case] = run_notebook(case, self.data_dir, self.root / case / "export")
+                self.outcome[case] = run_notebook(case, self.data_dir, self.root / case / "export", self.env)
             except BaseException as error:  # handed to the test that checks this notebook
                 self.outcome[case] = error
             self.done[case].set()
@@ -132,7 +137,7 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
     if _background is not None and case in _background.done:
         out = _background.result(case)
     else:  # not started with the session (the test was called some other way): run it now
-        out = run_notebook(case, real_tfds, tmp_path / "export")
+        out = run_notebook(case, real_tfds, tmp_path / "export", notebook_env())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"] == model and manifest["preset"] == "finetuned"
     assert manifest["training"]["note"].startswith(("fine-tuned", "adapted"))
