@@ -282,3 +282,55 @@ def test_tampering_with_any_kind_of_export_file_is_refused(trained, tmp_path):
     (export / "manifest.json").write_text("{ not json")
     with pytest.raises(ExportFileError, match="manifest.json is not valid JSON"):
         runtime.load(export)
+
+
+SAMPLE_ONE = {  # model -> a small draw through its kind's sampler
+    "rnn": lambda e: runtime.sample_text(e, e.runtime["vocabulary"][-1], length=5),
+    "transformer": lambda e: runtime.sample_text(e, e.runtime["vocabulary"][-1], length=20),  # past the context
+    "gan": lambda e: sample_images(e, "1", 1),
+    "vae": lambda e: sample_images(e, "1", 1),
+    "pixelcnn": lambda e: sample_images(e, "1", 1),
+    "diffusion": lambda e: sample_images(e, "1", 1, steps=2),
+    "wavenet": lambda e: generate(e, "1", seconds=0.05),
+}
+
+
+def sample_images(export, labels, per_label, **sampler):
+    from zoo.runtime.images import sample_images
+
+    return sample_images(export, labels, per_label, **sampler)
+
+
+def generate(export, digits, seconds):
+    from zoo.runtime.audio import generate
+
+    return generate(export, digits, seconds)
+
+
+@pytest.mark.parametrize("name", list(SAMPLE_ONE))
+def test_each_kind_samples_from_the_runtime_info_it_declares_and_refuses_an_export_without_it(name, trained, tmp_path):
+    """core.RUNTIME_KEYS lists what each kind's sampler reads: an export whose runtime info holds
+    only those keys samples; one that lacks any (written before the sampler needed it), or of
+    another format, is refused at load with a message naming what is missing and what to do."""
+    from zoo.runtime.__main__ import main
+    from zoo.runtime.core import FORMAT, RUNTIME_KEYS, ExportFormatError
+
+    folder = shutil.copytree(trained(name)["export"], tmp_path / name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    info = manifest["runtime"]
+    declared = RUNTIME_KEYS[info["kind"]]
+
+    def write(runtime_info, fmt=FORMAT):
+        (folder / "manifest.json").write_text(json.dumps(dict(manifest, runtime=runtime_info, format=fmt)))
+
+    write({k: v for k, v in info.items() if k in declared or k == "kind"})
+    SAMPLE_ONE[name](runtime.load(folder))  # a KeyError here: the sampler reads a key RUNTIME_KEYS lacks
+    for key in declared:
+        write({k: v for k, v in info.items() if k != key})
+        with pytest.raises(ExportFormatError, match=f"lacks '{key}', which this runtime's {info['kind']} sampler "
+                                                    f"reads. Export it again with this version"):
+            runtime.load(folder, verify=False)
+    write(info, fmt="zoo-export/0")
+    with pytest.raises(ExportFormatError, match="its format is 'zoo-export/0', this runtime reads 'zoo-export/1'"):
+        runtime.load(folder)
+    assert main(["sample", str(folder), "--out", str(tmp_path / "out")]) == 1  # the CLI says so, exits 1

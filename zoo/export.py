@@ -33,7 +33,7 @@ from zoo import registry
 from zoo.models import load_model
 from zoo.config import ZooError
 from zoo.data import DataUnavailableError
-from zoo.runtime.core import sha256_file
+from zoo.runtime.core import FORMAT, sha256_file
 
 OPSET = 17
 # The first onnxruntime release that runs a graph of this opset (graphs built above OPSET: the
@@ -269,7 +269,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
             module.export_files(model, tmp, info)
 
         manifest = {
-            "format": "zoo-export/1",
+            "format": FORMAT,
             "model": name,
             "preset": run.get("preset"),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -8,7 +8,7 @@ program that samples from `exports/<model>/` needs only `pip install numpy onnxr
     print(sample_text(export, prompt="ROMEO:", length=200, seed=1)[0])
 """
 
-from zoo.runtime.core import Export, ExportFileError, load, sample_logits
+from zoo.runtime.core import Export, ExportFileError, ExportFormatError, load, sample_logits
 from zoo.runtime.text import sample_text
 
-__all__ = ["Export", "ExportFileError", "load", "sample_logits", "sample_text"]
+__all__ = ["Export", "ExportFileError", "ExportFormatError", "load", "sample_logits", "sample_text"]

@@ -11,6 +11,37 @@ class ExportFileError(Exception):
     """A file of the export is missing, unreadable or does not match its manifest checksum."""
 
 
+class ExportFormatError(ExportFileError):
+    """The export was written by a zoo whose manifest this runtime cannot read."""
+
+
+FORMAT = "zoo-export/1"  # manifest.json's "format", written by zoo.export
+# What this runtime's sampler of each kind reads from the manifest's "runtime" info (an export
+# written before a sampler needed a key lacks it: Export refuses it, saying so, at load).
+RUNTIME_KEYS = {
+    "text-recurrent": ("graph", "vocabulary", "state"),
+    "text-cached": ("graph", "vocabulary", "max_context", "num_layers", "num_heads", "head_dim", "past", "present"),
+    "image-generator": ("graph", "output", "latent_dim", "conditional", "num_classes", "output_range"),
+    "image-autoregressive": ("graph", "output", "height", "width", "rows_above", "conditional", "num_classes"),
+    "image-diffusion": ("graph", "output", "output_range", "schedule", "conditional", "null_label", "height", "width", "num_classes"),
+    "audio-generator": ("step_graph", "prior_graph", "condition_graph", "dilations", "residual_channels",
+                        "condition_channels", "num_classes", "sample_rate", "max_frames", "prior_state",
+                        "sample_defaults"),
+}
+
+
+def format_problem(manifest: dict):
+    """Why this runtime cannot sample the export of `manifest` (its format, or runtime info keys its
+    kind's sampler reads and it lacks), or None."""
+    if manifest.get("format") != FORMAT:
+        return f"its format is {manifest.get('format')!r}, this runtime reads {FORMAT!r}"
+    info = manifest.get("runtime") or {}
+    missing = [k for k in RUNTIME_KEYS.get(info.get("kind"), ()) if k not in info]
+    if missing:
+        return f"its runtime info lacks {', '.join(map(repr, missing))}, which this runtime's {info['kind']} sampler reads"
+    return None
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -39,6 +70,12 @@ class Export:
             self.manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as e:
             raise ExportFileError(f"{manifest_path} is not valid JSON: {e}") from None
+        problem = format_problem(self.manifest)
+        if problem:
+            raise ExportFormatError(
+                f"{self.path} was written by another version of zoo ({self.manifest.get('created', 'date unknown')}): "
+                f"{problem}. Export it again with this version (python -m zoo export "
+                f"{self.manifest.get('model', '<model>')} <run dir>), or sample it with the zoo that wrote it.")
         if verify:
             self.verify()
         self.providers = providers or default_providers()

@@ -41,7 +41,7 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
         feed = {"z": rng.standard_normal((len(flat), info["latent_dim"])).astype(np.float32)}
         if info["conditional"]:
             feed["label"] = flat
-        image = export.run(info["graph"], feed)[info.get("output", "image")]
+        image = export.run(info["graph"], feed)[info["output"]]
     low, high = info["output_range"]
     pixels = np.clip((image[..., 0] - low) / (high - low), 0, 1)
     return np.round(pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
