@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 TINY = {  # the longest first (they start in this order)
-    "pixelcnn": dict(EPOCHS=1, STEPS=2, EVAL_IMAGES=100, SAMPLES=2),
-    "diffusion": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=100, DDIM_STEPS=2),
+    "pixelcnn": dict(EPOCHS=1, STEPS=2, EVAL_IMAGES=100, SAMPLES=2, CARD_PER_LABEL=1),  # a card grid of 10 images, not 80
+    "diffusion": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=100, DDIM_STEPS=2, CARD_PER_LABEL=1),
     "vae": dict(EPOCHS=1, STEPS=2, IWAE_IMAGES=2),
     "wavenet": dict(EPOCHS=1, STEPS=2, EVAL_CLIPS=4),
     "text": dict(MODEL="transformer", EPOCHS=1, STEPS=2),
@@ -142,3 +142,5 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
     assert manifest["model"] == model and manifest["preset"] == "finetuned"
     assert manifest["training"]["note"].startswith(("fine-tuned", "adapted"))
     assert (out / "README.md").exists()
+    if "CARD_PER_LABEL" in TINY[case]:  # the card's grid: this many images per digit
+        assert manifest["runtime"]["sample_defaults"]["per_label"] == TINY[case]["CARD_PER_LABEL"]

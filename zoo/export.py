@@ -198,8 +198,10 @@ def file_table(root: Path, skip=("manifest.json",)) -> dict:
     }
 
 
-def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
-    """Export the trained model in `run_dir` to `out_dir`; returns `out_dir`."""
+def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=None) -> Path:
+    """Export the trained model in `run_dir` to `out_dir`; returns `out_dir`. `sample_defaults`
+    replaces some of the model's sampling defaults (the runtime's, and the card's samples), e.g.
+    {"per_label": 2} for a smaller grid."""
     import onnx
     import onnxruntime as ort
 
@@ -230,6 +232,12 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0) -> Path:
         loaded = tf.saved_model.load(str(tmp / "saved_model"))
 
         info = module.runtime_info(model)
+        if sample_defaults:
+            unknown = sorted(set(sample_defaults) - set(info.get("sample_defaults", {})))
+            if unknown:
+                raise ValueError(f"sample_defaults: {name} has no {', '.join(unknown)} "
+                                 f"(it has: {', '.join(info.get('sample_defaults', {}))})")
+            info = dict(info, sample_defaults=dict(info["sample_defaults"], **sample_defaults))
         manifest_graphs, test_inputs = {}, {}
         rng = np.random.default_rng(seed)
         for g in graphs:

@@ -45,8 +45,9 @@ class Timer(keras.callbacks.Callback):
 
 
 def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs: int = 0, train_seconds: float = 0.0,
-                     command: str = "", split_sizes=None) -> Path:
-    """Save `model` as a run (config `cfg`, measured `metrics`) and export it to `out_dir`."""
+                     command: str = "", split_sizes=None, sample_defaults=None) -> Path:
+    """Save `model` as a run (config `cfg`, measured `metrics`) and export it to `out_dir`
+    (`sample_defaults`: zoo.export.export's)."""
     import tensorflow as tf
 
     from zoo.export import export
@@ -75,4 +76,4 @@ def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs
     }
     (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return export(name, run_dir, out_dir)
+    return export(name, run_dir, out_dir, sample_defaults=sample_defaults)
