@@ -110,7 +110,6 @@ def run_python(code: str, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-
 NOTEBOOK_TESTS = "tests/test_notebooks.py::"
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 TINY = {  # the longest first (they start in this order)
-    "pixelcnn": dict(EPOCHS=1, STEPS=2, EVAL_IMAGES=100, SAMPLES=2, CARD_PER_LABEL=1),  # a card grid of 10 images, not 80
+    "pixelcnn": dict(EPOCHS=1, STEPS=2, EVAL_IMAGES=100, SAMPLES=2, CARD_PER_LABEL=1),  # a card grid of 10, not 80
     "diffusion": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=100, DDIM_STEPS=2, CARD_PER_LABEL=1),
     "vae": dict(EPOCHS=1, STEPS=2, IWAE_IMAGES=2),
     "wavenet": dict(EPOCHS=1, STEPS=2, EVAL_CLIPS=4),

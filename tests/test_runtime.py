@@ -9,7 +9,9 @@ import pytest
 
 from tests.conftest import RECURRENT, TEXT_MODELS, run_python
 from zoo import runtime
+from zoo.runtime.audio import generate
 from zoo.runtime.core import ExportFileError
+from zoo.runtime.images import sample_images
 
 BLOCK_TENSORFLOW = textwrap.dedent("""
     import sys
@@ -293,18 +295,6 @@ SAMPLE_ONE = {  # model -> a small draw through its kind's sampler
     "diffusion": lambda e: sample_images(e, "1", 1, steps=2),
     "wavenet": lambda e: generate(e, "1", seconds=0.05),
 }
-
-
-def sample_images(export, labels, per_label, **sampler):
-    from zoo.runtime.images import sample_images
-
-    return sample_images(export, labels, per_label, **sampler)
-
-
-def generate(export, digits, seconds):
-    from zoo.runtime.audio import generate
-
-    return generate(export, digits, seconds)
 
 
 @pytest.mark.parametrize("name", list(SAMPLE_ONE))

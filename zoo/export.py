@@ -233,11 +233,11 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
 
         info = module.runtime_info(model)
         if sample_defaults:
-            unknown = sorted(set(sample_defaults) - set(info.get("sample_defaults", {})))
+            have = info.get("sample_defaults", {})
+            unknown = sorted(set(sample_defaults) - set(have))
             if unknown:
-                raise ValueError(f"sample_defaults: {name} has no {', '.join(unknown)} "
-                                 f"(it has: {', '.join(info.get('sample_defaults', {}))})")
-            info = dict(info, sample_defaults=dict(info["sample_defaults"], **sample_defaults))
+                raise ValueError(f"sample_defaults: {name} has no {', '.join(unknown)} (it has: {', '.join(have)})")
+            info = dict(info, sample_defaults=dict(have, **sample_defaults))
         manifest_graphs, test_inputs = {}, {}
         rng = np.random.default_rng(seed)
         for g in graphs:

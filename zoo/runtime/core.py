@@ -23,7 +23,8 @@ RUNTIME_KEYS = {
     "text-cached": ("graph", "vocabulary", "max_context", "num_layers", "num_heads", "head_dim", "past", "present"),
     "image-generator": ("graph", "output", "latent_dim", "conditional", "num_classes", "output_range"),
     "image-autoregressive": ("graph", "output", "height", "width", "rows_above", "conditional", "num_classes"),
-    "image-diffusion": ("graph", "output", "output_range", "schedule", "conditional", "null_label", "height", "width", "num_classes"),
+    "image-diffusion": ("graph", "output", "output_range", "schedule", "conditional", "null_label", "height", "width",
+                        "num_classes"),
     "audio-generator": ("step_graph", "prior_graph", "condition_graph", "dilations", "residual_channels",
                         "condition_channels", "num_classes", "sample_rate", "max_frames", "prior_state",
                         "sample_defaults"),
@@ -38,7 +39,8 @@ def format_problem(manifest: dict):
     info = manifest.get("runtime") or {}
     missing = [k for k in RUNTIME_KEYS.get(info.get("kind"), ()) if k not in info]
     if missing:
-        return f"its runtime info lacks {', '.join(map(repr, missing))}, which this runtime's {info['kind']} sampler reads"
+        return (f"its runtime info lacks {', '.join(map(repr, missing))}, which this runtime's {info['kind']} "
+                "sampler reads")
     return None
 
 
