@@ -78,20 +78,23 @@ def test_onnx_decoder_names_and_cached_parity(trained):
     assert [o.name for o in proto.graph.output] == ["logits"] + [p.replace("past_key_values", "present") for p in past]
     dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
             for vi in list(proto.graph.input) + list(proto.graph.output)}
-    assert dims["past_key_values.0.key"] == ["batch", 2, "past_sequence", 8]
-    assert dims["present.1.value"] == ["batch", 2, "total_sequence", 8]
+    assert dims["past_key_values.0.key"] == dims["present.1.value"] == ["batch", 2, "capacity", 8]
 
     export = runtime.load(folder)
     vocab = len(export.runtime["vocabulary"])
     tokens = np.random.default_rng(3).integers(0, vocab, (2, 12)).astype(np.int64)
     want = np.asarray(model(tokens)[0])
-    empty = np.zeros((2, 2, 0, 8), np.float32)
-    feed = {"input_ids": tokens[:, :4], "position_ids": np.tile(np.arange(4), (2, 1)), **{p: empty for p in past}}
+    # A cache of the whole context (16), noise after the positions written so far: the graph writes
+    # each call's keys and values at its positions and attends only up to them.
+    noise = np.random.default_rng(4).standard_normal((2, 2, 16, 8)).astype(np.float32)
+    feed = {"input_ids": tokens[:, :4], "position_ids": np.tile(np.arange(4), (2, 1)), **{p: noise for p in past}}
     out = export.run("decoder", feed)
     got = [out["logits"]]
     for t in range(4, 12):
-        feed = {"input_ids": tokens[:, t : t + 1], "position_ids": np.full((2, 1), t, np.int64)}
-        feed.update({p: out[p.replace("past_key_values", "present")] for p in past})
+        present = {p: out[p.replace("past_key_values", "present")] for p in past}
+        for p in past:  # positions t and on are untouched: still the noise
+            np.testing.assert_array_equal(present[p][:, :, t:], noise[:, :, t:])
+        feed = {"input_ids": tokens[:, t : t + 1], "position_ids": np.full((2, 1), t, np.int64), **present}
         out = export.run("decoder", feed)
         got.append(out["logits"])
     np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4)
@@ -125,8 +128,12 @@ def test_sliding_continues_from_the_last_half_of_the_context(trained):
     assert vocab[int(np.asarray(model(ids[:, 9:17])[0])[0, -1].argmax())] == text[17]
 
 
-def test_runtime_cached_greedy_text_equals_keras_recomputation(trained):
-    """The runtime's I/O-bound cache loop picks, at every step, Keras's argmax over the whole text."""
+@pytest.mark.parametrize("cache_step", [64, 4])  # the tiny context of 16 in one capacity, or growing by 4
+def test_runtime_cached_greedy_text_equals_keras_recomputation(trained, monkeypatch, cache_step):
+    """The runtime's cache loop picks, at every step, Keras's argmax over the whole text."""
+    from zoo.runtime import text as runtime_text
+
+    monkeypatch.setattr(runtime_text, "CACHE_STEP", cache_step)
     export = runtime.load(trained("transformer")["export"])
     model = trained("transformer")["model"]
     prompt = export.runtime["sample_defaults"]["prompt"]
@@ -167,31 +174,57 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     assert sum(s._model_path == int8_file for s in export._sessions.values()) == 2  # all threads, one thread
 
 
-def test_cached_decoder_binds_through_the_c_object_and_the_public_calls_alike(trained, monkeypatch):
-    """The runtime's cache loop binds by pointer through onnxruntime's C-level IOBinding where it can
-    (zoo.runtime.text._Binding); its fallback, the public calls, samples the same text."""
+def test_cached_decoder_binds_its_cache_once_and_the_graph_writes_it_in_place(trained, monkeypatch):
+    """CachedDecoder binds each capacity's buffers as both past and present when it first uses it;
+    a call binds only its ids, positions and logits when their length changed, and leaves its keys in
+    the bound buffer at its positions; the cache grows by copying into the next capacity. Misuse is
+    refused."""
     from zoo.runtime import text
+    from zoo.runtime.core import ExportFormatError
 
     export = runtime.load(trained("transformer")["export"])
-    prompt = export.runtime["sample_defaults"]["prompt"]
+    monkeypatch.setattr(text, "CACHE_STEP", 4)
     decoder = text.CachedDecoder(export, batch=2)
-    assert all(b.fast for b in decoder._bindings.values())  # onnxruntime 1.32 has the C object
-    fast = runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2)  # slides at 16
-    monkeypatch.setattr(text, "C_LEVEL_BINDING", False)
-    decoder = text.CachedDecoder(export, batch=2)
-    assert not any(b.fast for b in decoder._bindings.values())
-    text.release_decoders(export)  # else sample_text would take the decoder the first call kept
-    assert runtime.sample_text(export, prompt, length=40, temperature=0.8, seed=1, batch=2) == fast
-    with pytest.raises(ValueError, match="exceed the model's context of 16"):
-        text.CachedDecoder(export, batch=1).prefill(np.zeros((1, 17), np.int64))
+    assert decoder._capacities == [4, 8, 12, 16]
+    written = lambda cache: np.abs(cache).sum(axis=(0, 1, 3)) > 0  # noqa: E731 -- per position
+
+    decoder.prefill(np.ones((2, 5), np.int64))
+    level = decoder._level
+    assert level.capacity == 8 and list(decoder._levels) == [8]
+    assert written(level.arrays[0]).tolist() == [True] * 5 + [False] * 3  # zeros after the prompt
+    before = level.arrays[0].copy()
+    for _ in range(3):
+        logits = decoder.step(np.array([2, 3]))
+    assert decoder._level is level and written(level.arrays[0]).all()  # each step wrote its own position
+    np.testing.assert_array_equal(level.arrays[0][:, :, :5], before[:, :, :5])  # the prompt's keys stay
+    decoder.step(np.array([2, 3]))  # position 8: the cache grows into the next capacity
+    grown = decoder._level
+    assert grown.capacity == 12 and decoder.cached == 9 and logits.shape == (2, len(export.runtime["vocabulary"]))
+    for small, large in zip(level.arrays, grown.arrays):
+        np.testing.assert_array_equal(large[:, :, :8], small)
+    assert written(grown.arrays[0]).tolist() == [True] * 9 + [False] * 3
+    assert level._shapes == {"prefill": 5, "step": 1} and grown._shapes == {"step": 1}
+    decoder.prefill(np.ones((2, 5), np.int64))  # again: the same buffers, nothing new bound
+    decoder.step(np.array([2, 3]))
+    assert list(decoder._levels) == [8, 12] and decoder._level is level and level._shapes["prefill"] == 5
+
+    with pytest.raises(ValueError, match="a prefill takes 1 to 16 positions"):
+        decoder.prefill(np.zeros((2, 17), np.int64))
     with pytest.raises(ValueError, match="the cache of 2 sequences, got ids of 3"):
-        text.CachedDecoder(export, batch=2).prefill(np.zeros((3, 4), np.int64))
+        decoder.prefill(np.zeros((3, 4), np.int64))
+    with pytest.raises(ValueError, match="a step takes ids of shape"):
+        decoder.step(np.array([1, 2, 3]))
+    decoder.prefill(np.ones((2, 16), np.int64))
+    with pytest.raises(ValueError, match="16 cached \\+ 1 new positions exceed the model's context of 16"):
+        decoder.step(np.array([1, 2]))
+    monkeypatch.setitem(export.runtime, "cache", "grown")
+    with pytest.raises(ExportFormatError, match="cache is 'grown'.*export it again"):
+        text.CachedDecoder(export, batch=1)
 
 
-def test_a_kept_decoder_steps_without_binding_and_samples_the_same_text(trained, monkeypatch):
-    """sample_text keeps its decoder on the export; a step from a past length the decoder has
-    stepped from before runs a binding made for that length (CachedDecoder.step), so later calls
-    bind nothing per step, and sample what a new decoder samples."""
+def test_a_kept_decoder_samples_the_same_text_as_a_new_one(trained, monkeypatch):
+    """sample_text keeps its decoder (cache buffers and bindings) on the export for later calls, which
+    sample what a new decoder samples; how many it keeps is bounded."""
     from zoo.runtime import text
 
     export = runtime.load(trained("transformer")["export"])
@@ -199,26 +232,25 @@ def test_a_kept_decoder_steps_without_binding_and_samples_the_same_text(trained,
     args = dict(length=40, temperature=0.8, seed=1, batch=2)  # the tiny context is 16: it slides
     first = runtime.sample_text(export, prompt, **args)
     (decoder,) = text._kept[export]
-    assert decoder._steps  # the slide's second pass stepped from lengths it had visited
-    binds = []
-    monkeypatch.setattr(decoder, "_bind", lambda b, past, new: binds.append(b is decoder._bindings["prefill"])
-                        or text.CachedDecoder._bind(decoder, b, past, new))
-    assert runtime.sample_text(export, prompt, **args) == first  # makes the rest of the step bindings
-    binds.clear()
-    assert runtime.sample_text(export, prompt, **args) == first
-    assert binds and all(binds), binds  # only the prefills (the prompt, then each slide) bound
+    assert runtime.sample_text(export, prompt, **args) == first and text._kept[export] == [decoder]
     text.release_decoders(export)
     assert runtime.sample_text(export, prompt, **args) == first and text._kept[export][0] is not decoder
 
+    def fill(decoder):  # a whole context: its cache buffers at full capacity
+        decoder.prefill(np.zeros((decoder.batch, 16), np.int64))
+
     with text.kept_decoder(export, 1) as a, text.kept_decoder(export, 1) as b:
         assert a is not b  # a decoder serves one caller at a time
+        fill(a), fill(b)
     with text.kept_decoder(export, 1) as c, text.kept_decoder(export, 3) as d:
         assert c is a and d.batch == 3  # the most recently kept (a left last)
+        fill(d)
     assert [k.batch for k in text._kept[export]] == [3, 1]  # at most KEPT_DECODERS: b, the oldest, dropped
+    assert d.nbytes == 3 * a.nbytes > 0
     monkeypatch.setattr(text, "KEPT_BYTES", 3 * a.nbytes)  # and at most KEPT_BYTES of cache buffers
     with text.kept_decoder(export, 1) as e:
         assert e is a
     assert text._kept[export] == [a]  # 3 + 1 sequences' buffers were over the budget: the oldest went
-    with text.kept_decoder(export, 5):
-        pass
+    with text.kept_decoder(export, 5) as f:
+        fill(f)
     assert text._kept[export] == []  # 5 sequences' buffers are over it alone

@@ -292,15 +292,22 @@ export async function sampleText(exp, prompt, length, temperature, topK, random,
 async function sampleCached(exp, promptIds, length, temperature, topK, random, onChar) {
   const info = exp.runtime;
   const { vocabulary, max_context: limit, graph } = info;
+  if (info.cache !== "in-place") {
+    throw new ExportError(`this page samples decoders whose cache is written in place; ${exp.base} was made ` +
+      "before that: export it again (python -m zoo export)");
+  }
   const layers = [...Array(info.num_layers).keys()];
   const pastNames = layers.flatMap((i) => ["key", "value"].map((kind) => info.past.replace("{i}", i).replace("{kind}", kind)));
   const presentNames = layers.flatMap((i) => ["key", "value"].map((kind) => info.present.replace("{i}", i).replace("{kind}", kind)));
-  const empty = new exp.ort.Tensor("float32", new Float32Array(0), [1, info.num_heads, 0, info.head_dim]);
+  // The graph's cache has a fixed capacity (max_context positions) and a call writes its new keys and
+  // values at position_ids, so a prefill starts from zeros and each step feeds back the presents.
+  const zeros = new exp.ort.Tensor("float32", new Float32Array(info.num_heads * limit * info.head_dim),
+    [1, info.num_heads, limit, info.head_dim]);
   const history = [...promptIds];
 
   const prefill = async (ids) => {
     const feeds = { input_ids: [ids, [1, ids.length]], position_ids: [ids.map((_, i) => i), [1, ids.length]] };
-    for (const name of pastNames) feeds[name] = empty;
+    for (const name of pastNames) feeds[name] = zeros;
     return exp.run(graph, feeds);
   };
   const lastRow = (out) => out.logits.data.subarray(out.logits.data.length - out.logits.dims[2]);

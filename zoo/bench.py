@@ -26,6 +26,7 @@ runs on the zoo's 2-core build machine.
 """
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
@@ -132,9 +133,10 @@ def bench_cached(name, export_dir, prompt_len, new_tokens, batches):
 
     def ort_recompute(batch):
         ids = np.tile(prompt, (batch, 1))
-        empty = {p: np.zeros((batch, dims[0], 0, dims[1]), np.float32) for p in past_names}
         for _ in range(new_tokens):
-            feed = {"input_ids": ids, "position_ids": np.tile(np.arange(ids.shape[1]), (batch, 1)), **empty}
+            zeros = np.zeros((batch, dims[0], ids.shape[1], dims[1]), np.float32)  # a cache of the ids' length
+            feed = {"input_ids": ids, "position_ids": np.tile(np.arange(ids.shape[1]), (batch, 1)),
+                    **{p: zeros for p in past_names}}
             logits = session.run(["logits"], feed)[0]
             ids = np.concatenate([ids, logits[:, -1].argmax(-1)[:, None]], axis=1)
 
@@ -571,38 +573,85 @@ def bench_wavenet_stages(run_dir, steps=30, rounds=3):
     return [(stage, per_step[stage], per_step[stage] / total) for stage in per_step]
 
 
-def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None, threads=(1, 2), batch: int = 1) -> dict:
+def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None, threads=(1, 2), batch: int = 1,
+                   capacity: int = None) -> dict:
     """One step of two ONNX graphs with the same inputs and outputs (a shipped graph and its
     rewrite), timed alternately in this process: {threads: (old us, new us)}, node counts, and the
     largest output difference. Dynamic axes: `batch`, one new position, `past` cached ones. Each
-    round runs `steps` steps (default: as many as take about half a second; `alternated`)."""
+    round runs `steps` steps (default: as many as take about half a second; `alternated`).
+
+    A decoder whose cache has a fixed capacity (axis `capacity`, written in place) runs as
+    zoo.runtime runs it on the CPU: past and present bound to one buffer of `capacity` positions
+    (default: the capacity zoo.runtime.text.CachedDecoder holds `past` + 1 positions in), the same
+    `past` cached positions at its start; its presents are compared over the positions both hold."""
     import onnx
     import onnxruntime as ort
 
+    from zoo.runtime.text import CACHE_STEP
+
+    if capacity is None:
+        capacity = -(-(past + 1) // CACHE_STEP) * CACHE_STEP
     rng = np.random.default_rng(0)
-    sizes = {"batch": batch, "time": 1, "sequence": 1, "past_sequence": past}
-    proto = onnx.load(str(old), load_external_data=False)
-    feed = {}
-    for vi in proto.graph.input:
-        t = vi.type.tensor_type
-        shape = [d.dim_value or sizes.get(d.dim_param, 1) for d in t.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
-        if vi.name == "position_ids":  # the new position follows the `past` cached ones
-            feed[vi.name] = np.full(shape, past, dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feed[vi.name] = rng.integers(0, 10, shape).astype(dtype)
-        else:
-            feed[vi.name] = (rng.standard_normal(shape) * 0.5).astype(dtype)
-    out = {"nodes": (len(proto.graph.node), len(onnx.load(str(new), load_external_data=False).graph.node))}
+    protos = [onnx.load(str(path), load_external_data=False) for path in (old, new)]
+    feeds, common = [], {}
+    for proto in protos:
+        sizes = {"batch": batch, "time": 1, "sequence": 1, "past_sequence": past, "capacity": capacity}
+        feed = {}
+        for vi in proto.graph.input:
+            t = vi.type.tensor_type
+            dims = [d.dim_param for d in t.shape.dim]
+            shape = [d.dim_value or sizes.get(d.dim_param, 1) for d in t.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+            if vi.name == "position_ids":  # the new position follows the `past` cached ones
+                feed[vi.name] = np.full(shape, past, dtype)
+            elif np.issubdtype(dtype, np.integer):
+                feed[vi.name] = common.setdefault(vi.name, rng.integers(0, 10, shape).astype(dtype))
+            else:
+                cached = tuple(slice(0, past) if d in ("past_sequence", "capacity") else slice(None) for d in dims)
+                value = (rng.standard_normal(shape) * 0.5).astype(dtype)
+                value[cached] = common.setdefault(vi.name, value[cached].copy())
+                feed[vi.name] = value
+        feeds.append(feed)
+    in_place = ["capacity" in str(p.graph.input) for p in protos]
+
+    def runner(session, feed, bound):  # -> a call running one step, and the step's outputs
+        names = [o.name for o in session.get_outputs()]
+        if not bound:
+            return (lambda: session.run(None, feed)), (lambda: session.run(None, feed))
+        binding, buffers = session.io_binding(), {}
+        for spec in session.get_inputs():
+            value = ort.OrtValue.ortvalue_from_numpy(feed[spec.name].copy())
+            binding.bind_ortvalue_input(spec.name, value)
+            buffers[spec.name.replace("past_key_values", "present")] = value
+        for name in names:
+            if name in buffers:
+                binding.bind_ortvalue_output(name, buffers[name])  # the present into its past's buffer
+            else:
+                binding.bind_output(name, "cpu")
+        run = functools.partial(session._sess.run_with_iobinding, binding._iobinding, None)
+
+        def results():
+            run()
+            return binding.copy_outputs_to_cpu()  # in the graph's output order
+        return run, results
+
+    out = {"nodes": tuple(len(p.graph.node) for p in protos), "capacity": capacity if any(in_place) else None}
     for n in threads:
-        sessions = []
-        for path in (old, new):
+        runs, results = [], []
+        for path, feed, bound in zip((old, new), feeds, in_place):
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = n, 1
-            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-        results = [s.run(None, feed) for s in sessions]
-        out["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(*results))
-        seconds = alternated({i: (lambda s=s: s.run(None, feed)) for i, s in enumerate(sessions)}, rounds, 0.5, steps)
+            run, result = runner(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), feed,
+                                 bound)
+            runs.append(run)
+            results.append(dict(zip([o.name for o in onnx.load(str(path), load_external_data=False).graph.output],
+                                    result())))
+
+        def common_part(a, b):  # over the positions both hold (a fixed-capacity present against a grown one)
+            region = tuple(slice(0, m) for m in np.minimum(a.shape, b.shape))
+            return float(np.abs(a[region] - b[region]).max())
+        out["max_abs_diff"] = max(common_part(results[0][k], results[1][k]) for k in results[0])
+        seconds = alternated(dict(enumerate(runs)), rounds, 0.5, steps)
         out[n] = (seconds[0] * 1e6, seconds[1] * 1e6)
     return out
 
@@ -640,6 +689,9 @@ def main(argv=None):
                         help="instead of generation: one step of two ONNX graphs with the same inputs (a graph and "
                              "its rewrite), batch --compare-batch, alternated in one process, on 1 and 2 threads")
     parser.add_argument("--compare-batch", type=int, default=1, help="--compare-graphs: the batch size")
+    parser.add_argument("--compare-capacity", type=int,
+                        help="--compare-graphs: positions of a fixed-capacity cache (default: zoo.runtime's for "
+                             "128 cached + 1)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.readme:
@@ -647,8 +699,10 @@ def main(argv=None):
         print(f"{args.readme}: {'tables rewritten' if changed else 'tables already match'} the records in {args.records}/")
         return
     if args.compare_graphs:
-        result = compare_graphs(*args.compare_graphs, batch=args.compare_batch)
+        result = compare_graphs(*args.compare_graphs, batch=args.compare_batch, capacity=args.compare_capacity)
         print(f"nodes: {result['nodes'][0]} -> {result['nodes'][1]}; outputs differ by at most {result['max_abs_diff']:.2g}")
+        if result["capacity"]:
+            print(f"(a fixed-capacity cache run in place, {result['capacity']} positions)")
         print("| threads | old us/step | new us/step | speed-up |\n|---:|---:|---:|---:|")
         for n in (1, 2):
             a, b = result[n]

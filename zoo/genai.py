@@ -15,8 +15,10 @@ What GenAI 0.18 needs (each met the hard way, see issue 15):
   at the first newline, and prompts ending in one would be cut): the model has no end-of-text
   token, so `STOP_CHARACTER`, which the model almost never writes, stands in; GenAI also reads
   that id in a prompt as padding (it shifts the positions after it), so prompts must not hold it;
-- `past_present_share_buffer` false: the graph grows its cache by concatenation and has no
-  attention mask;
+- `past_present_share_buffer` true: the graph's cache has a fixed capacity and each call writes
+  its new keys and values at `position_ids` (zoo.onnx_build.transformer_decoder), so GenAI binds
+  past and present to one buffer of `max_length` positions, as `zoo.runtime` does; the graph needs
+  no attention mask (it makes its own from the positions);
 - a GPT-2-class byte-level BPE tokenizer with one vocabulary entry per character and no merges;
   byte-level remapping spells space "Ġ" and newline "Ċ" (a raw " " entry silently encodes to -1).
 """
@@ -92,7 +94,7 @@ def genai_config(info: dict, decoder_file: str, hidden_size: int) -> dict:
         },
         "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
                    "max_length": info["max_context"], "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
-                   "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+                   "num_return_sequences": 1, "past_present_share_buffer": True, "repetition_penalty": 1.0,
                    "temperature": 1.0, "top_k": 1, "top_p": 1.0},
     }
 
@@ -138,6 +140,9 @@ def card_section(manifest: dict) -> str:
         "```", "",
         f"Greedy text equals `zoo.runtime`'s (tests/test_genai.py). `max_length` counts the prompt and is at most "
         f"`context_length` ({info['max_context']}): GenAI does not slide the context as `zoo.runtime` does. "
+        "`genai_config.json` sets `past_present_share_buffer`: GenAI holds each cache tensor in one buffer of "
+        "`max_length` positions, which the decoder writes in place, and the attention reads the whole buffer every "
+        "step, so a `max_length` no larger than needed makes each step cheaper. "
         f"The model has no end-of-text token; GenAI ends and pads with the id of {stop!r}, so a prompt must not "
         f"contain {stop!r} (GenAI reads it as padding and shifts the positions after it). Prompts of different "
         "lengths cannot share a batch (the graph has no attention mask): run them one by one. "

@@ -146,45 +146,59 @@ def _dense(b: GraphBuilder, x: str, kernel, bias, name: str, output=1) -> str:
     return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))], outputs=output)
 
 
-ATTENTION_OPSET = 23  # ONNX's Attention op (with a key/value cache) is opset 23, Gelu's tanh form opset 20
+ATTENTION_OPSET = 23  # ONNX's Attention op is opset 23, Gelu's tanh form opset 20
 
 
 def transformer_decoder(model, opset: int):
-    """The transformer's decoder graph with the tf2onnx graph's inputs and outputs (input_ids,
-    position_ids, past_key_values.<i>.key/value -> logits, present.<i>.key/value), in standard ops
-    of opset 23 (or `opset` if newer): `LayerNormalization`, one fused q/k/v MatMul per block, ONNX's
-    `Attention` (heads split and merged inside it, the cache concatenated into its present outputs),
-    one causal mask for all blocks, and `Gelu` in the tanh form Keras's approximate GELU uses."""
+    """The transformer's decoder graph (input_ids, position_ids, past_key_values.<i>.key/value ->
+    logits, present.<i>.key/value) in standard ops of opset 23 (or `opset` if newer), with a cache of
+    fixed capacity written in place.
+
+    Each cache tensor is [batch, heads, capacity, head_dim], its present the same buffer's next
+    state: the new keys and values go in at `position_ids` (`ScatterElements`, which ONNX Runtime
+    runs in place when its input and output are one buffer, and, unlike opset 24's `TensorScatter`,
+    without logging a warning on every call when they are not), so a caller that binds past and
+    present to one buffer (ONNX Runtime GenAI's `past_present_share_buffer`, `zoo.runtime`'s
+    decoder) neither grows, copies nor rebinds the cache from step to step. A new position p
+    attends to cache positions 0..p through a mask made from `position_ids` (positions after it
+    may hold anything finite: zeros at first, an earlier sequence's keys after a slide). Per block: `LayerNormalization`, one q/k/v MatMul whose output
+    is reshaped once into heads [batch, 3 x heads, sequence, head_dim] and split, ONNX's `Attention`
+    over the whole capacity, and `Gelu` in the tanh form Keras's approximate GELU uses."""
     b = GraphBuilder("transformer_decoder")
-    n, h, d, c = model.num_layers, model.num_heads, model.head_dim, model.d_model
-    one = b.const("i1", np.array([1], np.int64))
+    h, d, c = model.num_heads, model.head_dim, model.d_model
     x = b.op("Add", [b.op("Gather", [b.const("token_embedding", np.asarray(model.token_embedding.embeddings, np.float32)),
                                       "input_ids"], axis=0),
                      b.op("Gather", [b.const("position_embedding",
                                              np.asarray(model.position_embedding.embeddings, np.float32)),
                                      "position_ids"], axis=0)])
-    # Causal mask [T, P + T]: new position i (absolute P + i) sees cached and new positions up to
-    # itself. Not Attention's is_causal: the spec aligns its triangle to the top left, ignoring the
-    # cache, and ONNX Runtime's CPU and CUDA kernels disagree on it (onnxruntime issue 29020).
-    new = b.op("Gather", [b.op("Shape", ["input_ids"]), b.const("i1s", np.int64(1))], axis=0)
-    past = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
-    total = b.op("Add", [past, new])
-    columns = b.op("Range", [b.const("i0s", np.int64(0)), total, b.const("step", np.int64(1))])
-    rows = b.op("Unsqueeze", [b.op("Range", [past, total, "step"]), one])
+    # Mask [batch, 1, sequence, capacity]: the new position p sees cache positions 0..p. Not
+    # Attention's is_causal: the spec aligns its triangle to the top left, ignoring the cache, and
+    # ONNX Runtime's CPU and CUDA kernels disagree on it (onnxruntime issue 29020).
+    capacity = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
+    columns = b.op("Range", [b.const("i0s", np.int64(0)), capacity, b.const("step", np.int64(1))])
+    rows = b.op("Unsqueeze", ["position_ids", b.const("axes_1_3", np.array([1, 3], np.int64))])
     mask = b.op("Where", [b.op("LessOrEqual", [columns, rows]), b.const("visible", np.float32(0.0)),
                           b.const("hidden", np.float32(-1e9))])
-    split = b.const("qkv_split", np.array([c, c, c], np.int64))
+    to_heads = b.const("qkv_heads", np.array([0, 0, 3 * h, d], np.int64))
+    split = b.const("heads_split", np.array([h, h, h], np.int64))
+    merge = b.const("merge_heads", np.array([0, 0, c], np.int64))
     for i, block in enumerate(model.blocks):
         att = block.attention
         dense = (att._query_dense, att._key_dense, att._value_dense)
         qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"),
                      np.concatenate([np.asarray(layer.kernel).reshape(c, -1) for layer in dense], axis=1),
                      np.concatenate([np.asarray(layer.bias).reshape(-1) for layer in dense]), f"block_{i}.qkv")
-        q, k, v = b.op("Split", [qkv, split], outputs=3, axis=-1)
-        # [batch, sequence, heads * head_dim] in and out; its default scale 1/sqrt(head_dim) is Keras's too
-        y = b.op("Attention", [q, k, v, mask, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
-                 outputs=[f"block_{i}.attention", f"present.{i}.key", f"present.{i}.value"],
-                 q_num_heads=h, kv_num_heads=h)[0]
+        # [batch, sequence, 3 x heads x head_dim] -> q, k, v each [batch, heads, sequence, head_dim]
+        q, k, v = b.op("Split", [b.op("Transpose", [b.op("Reshape", [qkv, to_heads])], perm=[0, 2, 1, 3]), split],
+                       outputs=3, axis=1)
+        if i == 0:  # where each new key and value goes: its position, along the cache's third axis
+            where = b.op("Expand", [rows, b.op("Shape", [k])])
+        key = b.op("ScatterElements", [f"past_key_values.{i}.key", where, k], outputs=[f"present.{i}.key"], axis=2)
+        value = b.op("ScatterElements", [f"past_key_values.{i}.value", where, v], outputs=[f"present.{i}.value"],
+                     axis=2)
+        # its default scale 1/sqrt(head_dim) is Keras's too
+        y = b.op("Attention", [q, key, value, mask], q_num_heads=h, kv_num_heads=h)
+        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), merge])
         x = b.op("Add", [x, _dense(b, y, np.asarray(att._output_dense.kernel).reshape(-1, c),
                                    att._output_dense.bias, f"block_{i}.attention_out")])
         m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
@@ -193,12 +207,12 @@ def transformer_decoder(model, opset: int):
                                    block.mlp_out.bias, f"block_{i}.mlp_out")])
     _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head",
            output=["logits"])
-    cache = ["batch", h, "past_sequence", d]
+    cache = ["batch", h, "capacity", d]
+    names = [f"{{}}.{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
     inputs = [("input_ids", np.int64, ["batch", "sequence"]), ("position_ids", np.int64, ["batch", "sequence"])]
-    inputs += [(f"past_key_values.{i}.{kind}", np.float32, cache) for i in range(n) for kind in ("key", "value")]
+    inputs += [(name.format("past_key_values"), np.float32, cache) for name in names]
     outputs = [("logits", np.float32, ["batch", "sequence", model.vocab_size])]
-    outputs += [(f"present.{i}.{kind}", np.float32, ["batch", h, "total_sequence", d])
-                for i in range(n) for kind in ("key", "value")]
+    outputs += [(name.format("present"), np.float32, cache) for name in names]
     return b.model(inputs, outputs, max(opset, ATTENTION_OPSET))
 
 

@@ -12,10 +12,11 @@ Triton's ONNX Runtime backend. Standard library only: the configs are written as
   batcher with implicit state: each input `x` with an output `next_x` is a state that Triton keeps
   between the requests of one sequence (zeros at its start), so a client sends only the new token,
   sample or frame per request (with a sequence id, and start/end flags).
-- The transformer decoder keeps its cache explicit (`past_key_values.*` in, `present.*` out): the
-  cache grows by one position per request, and a client that holds it can also branch or replay a
-  prefix. Triton's implicit state could carry a growing tensor (variable dims), but its initial
-  state would be an empty [heads, 0, head_dim] tensor, which could not be tried without a server here.
+- The transformer decoder keeps its cache explicit (`past_key_values.*` in, `present.*` out): a
+  buffer of fixed capacity (zeros at first) into which each request writes its new positions' keys
+  and values at `position_ids`; a client that holds it can also branch or replay a prefix. Triton's
+  implicit state could carry it (a fixed shape, zeros at a sequence's start), but that could not be
+  tried without a server here.
 - `instance_group` is KIND_CPU; `--gpu` writes KIND_GPU (onnxruntime's CUDA provider in Triton).
 """
 

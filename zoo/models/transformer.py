@@ -236,15 +236,16 @@ def windowed_nll(model, ids: np.ndarray, window: int, batch: int = 16) -> dict:
 
 
 def windowed_nll_onnx(session, ids: np.ndarray, info: dict, batch: int = 16) -> dict:
-    """`windowed_scores` of an exported decoder graph in ONNX Runtime (empty caches, each window in
-    one call): the same windows as the Keras figure, so fp32 and int8 files are scored alike."""
+    """`windowed_scores` of an exported decoder graph in ONNX Runtime (each window in one call, from
+    zeroed caches of its length): the same windows as the Keras figure, so fp32 and int8 files are
+    scored alike."""
     window = info["max_context"]
     past = cache_names(info)
 
     def losses(x, y):
         feed = {"input_ids": x.astype(np.int64), "position_ids": np.tile(np.arange(x.shape[1], dtype=np.int64),
                                                                          (len(x), 1))}
-        feed.update({p: np.zeros((len(x), info["num_heads"], 0, info["head_dim"]), np.float32) for p in past})
+        feed.update({p: np.zeros((len(x), info["num_heads"], x.shape[1], info["head_dim"]), np.float32) for p in past})
         return text.token_nll(session.run(["logits"], feed)[0], y)
 
     return windowed_scores(ids, window, batch, losses)
@@ -262,9 +263,12 @@ def evaluate(model, cfg, data_dir=None) -> dict:
 
 
 def export_graphs(model):
-    """One decoder graph for prefill (past length 0) and decode, in the ONNX Runtime GenAI /
-    Hugging Face Optimum naming: input_ids, position_ids, past_key_values.<i>.key/.value ->
-    logits, present.<i>.key/.value; caches as [batch, heads, length, head_dim]."""
+    """One decoder graph for prefill and decode, in the ONNX Runtime GenAI / Hugging Face Optimum
+    naming: input_ids, position_ids, past_key_values.<i>.key/.value -> logits,
+    present.<i>.key/.value; each cache [batch, heads, capacity, head_dim] of fixed capacity, the
+    present the past with the new positions' keys and values written at `position_ids`
+    (onnx_build.transformer_decoder): bound to one buffer, it is updated in place. The SavedModel
+    signature keeps the same contract, taking the first row's position as every row's."""
     from zoo import onnx_build
     from zoo.export import Graph
 
@@ -275,25 +279,26 @@ def export_graphs(model):
     signature += [tf.TensorSpec([None, h, None, d], tf.float32, name=name) for name in past_names]
 
     def decoder(input_ids, position_ids, *past):
-        logits, present = model(input_ids, list(past), position_ids=position_ids, training=False)
+        start, new = position_ids[0, 0], tf.shape(input_ids, out_type=tf.int64)[1]
+        logits, grown = model(input_ids, [p[:, :, :start] for p in past], position_ids=position_ids, training=False)
         outputs = {"logits": logits}
-        for name, p in zip(past_names, present):
-            outputs[name.replace("past_key_values", "present")] = p
+        for name, p, g in zip(past_names, past, grown):  # the capacity's later positions as they were
+            outputs[name.replace("past_key_values", "present")] = tf.concat([g, p[:, :, start + new:]], axis=2)
         return outputs
 
-    def example(rng):
+    def example(rng):  # later positions random too: the graph must not read them
         batch, past, new = int(rng.integers(1, 4)), int(rng.integers(0, 6)), int(rng.integers(1, 5))
+        capacity = past + new + int(rng.integers(0, 4))
         inputs = {"input_ids": rng.integers(0, model.vocab_size, (batch, new)).astype(np.int64),
                   "position_ids": np.tile(np.arange(past, past + new, dtype=np.int64), (batch, 1))}
         for name in past_names:
-            inputs[name] = rng.standard_normal((batch, h, past, d)).astype(np.float32)
+            inputs[name] = rng.standard_normal((batch, h, capacity, d)).astype(np.float32)
         return inputs
 
     axes = {"input_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
             "logits": ["batch", "sequence", model.vocab_size]}
     for name in past_names:
-        axes[name] = ["batch", h, "past_sequence", d]
-        axes[name.replace("past_key_values", "present")] = ["batch", h, "total_sequence", d]
+        axes[name] = axes[name.replace("past_key_values", "present")] = ["batch", h, "capacity", d]
     # Written in ONNX from the weights (zoo/onnx_build.py): tf2onnx's conversion has ~13 nodes per
     # LayerNormalization that no ONNX Runtime fusion recognises and ~130 shape nodes from the einsums.
     return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
@@ -324,7 +329,11 @@ def runtime_info(model) -> dict:
         "head_dim": model.head_dim,
         "past": "past_key_values.{i}.{kind}",
         "present": "present.{i}.{kind}",
-        "graphs_note": "one graph: prefill with past_sequence = 0, then one token at a time",
+        # past and present: one buffer of `capacity` (>= the last position + 1) positions per tensor,
+        # zeros at first; a call writes its new positions' keys and values at position_ids
+        "cache": "in-place",
+        "graphs_note": "one graph: prefill from position 0, then one token at a time, past and present bound "
+                       "to the same buffers",
         "sample_defaults": text.sample_defaults(model.vocabulary),
     }
 

@@ -20,7 +20,8 @@ FORMAT = "zoo-export/1"  # manifest.json's "format", written by zoo.export
 # written before a sampler needed a key lacks it: Export refuses it, saying so, at load).
 RUNTIME_KEYS = {
     "text-recurrent": ("graph", "vocabulary", "state"),
-    "text-cached": ("graph", "vocabulary", "max_context", "num_layers", "num_heads", "head_dim", "past", "present"),
+    "text-cached": ("graph", "vocabulary", "max_context", "num_layers", "num_heads", "head_dim", "past", "present",
+                    "cache"),
     "image-generator": ("graph", "output", "latent_dim", "conditional", "num_classes", "output_range"),
     "image-autoregressive": ("graph", "output", "height", "width", "rows_above", "conditional", "num_classes"),
     "image-diffusion": ("graph", "output", "output_range", "schedule", "conditional", "null_label", "height", "width",

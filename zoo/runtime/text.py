@@ -12,10 +12,9 @@ import weakref
 
 import numpy as np
 
-from zoo.runtime.core import Export, sample_logits
+from zoo.runtime.core import Export, ExportFormatError, sample_logits
 
 SHARED_BATCH = 3  # from this many sequences on, cached decoding runs on all of ONNX Runtime's threads
-C_LEVEL_BINDING = True  # bind the cache through onnxruntime's C-level IOBinding where it has one (_Binding)
 
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
@@ -98,14 +97,14 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
 
 
 KEPT_DECODERS = 2  # idle decoders an export keeps for later calls
-KEPT_BYTES = 64 << 20  # and their cache buffers' bytes at most (the shipped model's: ~2.6 MB per sequence)
+KEPT_BYTES = 64 << 20  # and their cache buffers' bytes at most (the shipped model's: 3.9 MB per sequence, 5 capacities)
 _kept, _kept_lock = weakref.WeakKeyDictionary(), threading.Lock()  # Export -> its idle decoders, newest last
 
 
 @contextlib.contextmanager
 def kept_decoder(export, batch: int, precision: str = "fp32"):
     """A CachedDecoder of `export` for `batch` sequences at `precision`: an idle one kept from an
-    earlier call (with the step bindings it has made), else a new one; kept again afterwards, up to
+    earlier call (with its cache buffers and bindings), else a new one; kept again afterwards, up to
     KEPT_DECODERS per export and KEPT_BYTES of cache buffers, the least recently used dropped first
     (a decoder larger than KEPT_BYTES is not kept). A decoder serves one caller at a time, so calls
     from several threads each get their own."""
@@ -132,129 +131,136 @@ def release_decoders(export):
         _kept.pop(export, None)
 
 
+CACHE_STEP = 64  # on the CPU a decoder's cache capacity grows by this many positions (see CachedDecoder)
+
+
 class CachedDecoder:
-    """A `text-cached` export's decoder graph run with its key/value cache in preallocated buffers.
+    """A `text-cached` export's decoder graph run with its key/value cache in place.
 
-    Each cache tensor has two buffers of [batch, heads, max_context, head_dim] in ONNX Runtime's
-    memory (the GPU's under CUDA); a call that leaves `n` positions cached reads the pasts from
-    buffer `past % 2` and writes the presents into buffer `n % 2`, bound by pointer with the shapes
-    of the moment, so the growing cache is neither allocated by ONNX Runtime nor copied through
-    numpy. Token ids, positions and logits live in numpy buffers. `prefill(ids)` starts from an
-    empty cache on all of ONNX Runtime's threads; `step(ids)` appends one token per sequence, on one
-    thread for fewer than SHARED_BATCH sequences (one new token of one or two sequences is too little
-    work to share between threads).
+    The graph's cache has a fixed capacity and a call writes its new positions' keys and values at
+    `position_ids` (its manifest's runtime info says `"cache": "in-place"`), so each cache tensor is
+    a zeroed buffer of [batch, heads, capacity, head_dim] bound as both the past input and the
+    present output: a step binds, allocates and copies nothing but one id and one position per
+    sequence into numpy buffers bound by pointer, and its logits come back in another.
 
-    Binding is what a step costs beyond the graph (2 x layers x 2 cache tensors, ~1-3 us each), so
-    a step at a past length this decoder has stepped from before gets a binding of its own, made
-    once and then only run: the slide's second pass over the context, and every later generation
-    with a kept decoder (`kept_decoder`, which `sample_text` uses), bind nothing. A first visit
-    rebinds one shared binding instead (a new binding costs about twice a rebinding)."""
+    The graph's attention reads the whole capacity (positions after the newest are masked, not
+    skipped), so on the CPU the cache is held at capacities CACHE_STEP, 2 x CACHE_STEP, ... up to
+    max_context, each set of buffers with its bindings made on first use and kept: when the cache
+    outgrows one, it is copied once into the next. Under CUDA it is one set of max_context
+    positions in the GPU's memory. `prefill(ids)` starts from position 0 (what an earlier sequence
+    left in the cache lies past the new positions, which attend only up to themselves) on all of
+    ONNX Runtime's threads; `step(ids)` appends one token per sequence, on one thread for fewer
+    than SHARED_BATCH sequences (one new token of one or two sequences is too little work to share
+    between threads)."""
 
     def __init__(self, export, batch: int, precision: str = "fp32"):
-        import onnxruntime as ort
-
         info = export.runtime
+        if info.get("cache") != "in-place":
+            raise ExportFormatError(f"{export.path}: its decoder's cache is {info.get('cache')!r}, this runtime "
+                                    "runs decoders whose cache is written in place ('in-place'); export it again "
+                                    f"(python -m zoo export {export.manifest.get('model')} <run dir>)")
         graph = info["graph"]
         self.batch, self.precision, self.limit, self.cached = batch, precision, info["max_context"], 0
-        self.heads, self.head_dim, vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
-        self.past, self.present = cache_names(info, "past"), cache_names(info, "present")
-        prefill = export.session(graph, precision=precision)
-        self._step_session = export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)
-        self._device = "cuda" if "CUDAExecutionProvider" in self._step_session.get_providers() else "cpu"
-        self._bindings = {"prefill": _Binding(prefill, self._device), "step": _Binding(self._step_session, self._device)}
-        self._steps, self._visited = {}, set()  # past length -> its own step binding; lengths stepped from
-        size = batch * self.heads * self.limit * self.head_dim
-        self.nbytes = 2 * len(self.past) * size * 4  # the cache buffers
-        self._buffers = [[ort.OrtValue.ortvalue_from_shape_and_type([size], np.float32, self._device, 0)
-                          for _ in range(2)] for _ in self.past]  # kept: the pointers below are into them
-        self._pointers = [[b.data_ptr() for b in pair] for pair in self._buffers]
+        self._heads, self._head_dim, self._vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
+        self._past, self._present = cache_names(info, "past"), cache_names(info, "present")
+        self._sessions = {"prefill": export.session(graph, precision=precision),
+                          "step": export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)}
+        self._device = "cuda" if "CUDAExecutionProvider" in self._sessions["step"].get_providers() else "cpu"
+        steps = range(CACHE_STEP, self.limit, CACHE_STEP) if self._device == "cpu" else ()
+        self._capacities = [*steps, self.limit]
+        self._levels = {}  # capacity -> _CacheLevel, made on first use
+        self._level = None  # the one holding the cache now
         self._ids, self._positions = np.zeros(batch * self.limit, np.int64), np.zeros(batch * self.limit, np.int64)
-        self._logits = np.zeros(batch * self.limit * vocab, np.float32)
-        self._vocab = vocab
+        self._logits = np.zeros(batch * self.limit * self._vocab, np.float32)
         # what a step writes and reads: one id and one position per sequence, its logits
         self._step_ids, self._step_positions = self._ids[:batch], self._positions[:batch]
-        self._step_logits = self._logits[: batch * vocab].reshape(batch, vocab)
+        self._step_logits = self._logits[: batch * self._vocab].reshape(batch, self._vocab)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of its cache buffers (all capacities made so far)."""
+        return sum(level.nbytes for level in self._levels.values())
 
     def prefill(self, ids: np.ndarray) -> np.ndarray:
-        """ids [batch, n], n <= max_context, from position 0 with an empty cache -> last logits [batch, V]."""
-        self.cached = 0
-        return self._run(self._bindings["prefill"], ids)
+        """ids [batch, n], n <= max_context, from position 0 -> last logits [batch, V]."""
+        batch, new = ids.shape
+        if batch != self.batch:
+            raise ValueError(f"this decoder holds the cache of {self.batch} sequences, got ids of {batch}")
+        if not 0 < new <= self.limit:
+            raise ValueError(f"a prefill takes 1 to {self.limit} positions (the model's context), got {new}")
+        n = batch * new
+        self._ids[:n] = ids.ravel()
+        self._positions[:n] = np.tile(np.arange(new), batch)
+        self._level = self._at_least(new)
+        self._level.run("prefill", new)
+        self.cached = new
+        return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         """ids [batch], one new token per sequence after the cached ones -> its logits [batch, V]."""
-        past = self.cached
-        own = self._steps.get(past)
-        fits = ids.shape == (self.batch,)
-        if own is None and fits and past in self._visited:  # stepped from before, so the context had room
-            own = self._steps[past] = _Binding(self._step_session, self._device)
-            self._bind(own, past, 1)
-        if own is None or not fits:
-            logits = self._run(self._bindings["step"], ids[:, None])  # checks the batch and the context
-            self._visited.add(past)
-            return logits
+        if ids.shape != (self.batch,):
+            raise ValueError(f"this decoder holds the cache of {self.batch} sequences, a step takes ids of shape "
+                             f"({self.batch},), got {ids.shape}")
+        if self.cached == self._level.capacity:
+            if self.cached == self.limit:
+                raise ValueError(f"{self.cached} cached + 1 new positions exceed the model's context of {self.limit}")
+            grown = self._at_least(self.cached + 1)
+            grown.take(self._level, self.cached)
+            self._level = grown
         self._step_ids[:] = ids
-        self._step_positions[:] = past
-        own.run()
-        self.cached = past + 1
+        self._step_positions[:] = self.cached
+        self._level.run("step", 1)
+        self.cached += 1
         return self._step_logits
 
-    def _run(self, b, ids: np.ndarray) -> np.ndarray:
-        batch, new = ids.shape
-        past = self.cached
-        if batch != self.batch:
-            raise ValueError(f"this decoder holds the cache of {self.batch} sequences, got ids of {batch}")
-        if past + new > self.limit:
-            raise ValueError(f"{past} cached + {new} new positions exceed the model's context of {self.limit}")
-        n = batch * new
-        self._ids[:n] = ids.ravel()
-        self._positions[:n] = past if new == 1 else np.tile(np.arange(past, past + new), batch)
-        self._bind(b, past, new)
-        b.run()
-        self.cached = past + new
-        return self._logits[: n * self._vocab].reshape(batch, new, self._vocab)[:, -1]
-
-    def _bind(self, b, past: int, new: int):
-        """Binds `b` for `new` positions per sequence after `past` cached ones."""
-        batch = self.batch
-        b.host("input_ids", False, np.int64, (batch, new), self._ids)
-        b.host("position_ids", False, np.int64, (batch, new), self._positions)
-        b.host("logits", True, np.float32, (batch, new, self._vocab), self._logits)
-        read, write = past % 2, (past + new) % 2
-        past_shape = (batch, self.heads, past, self.head_dim)
-        present_shape = (batch, self.heads, past + new, self.head_dim)
-        bind_input, bind_output, device, f32 = b.bind_input, b.bind_output, b.cache_device, np.float32
-        for past_name, present_name, pointers in zip(self.past, self.present, self._pointers):
-            bind_input(past_name, device, f32, past_shape, pointers[read])
-            bind_output(present_name, device, f32, present_shape, pointers[write])
+    def _at_least(self, positions: int) -> "_CacheLevel":
+        capacity = next(c for c in self._capacities if c >= positions)
+        if capacity not in self._levels:
+            self._levels[capacity] = _CacheLevel(self, capacity)
+        return self._levels[capacity]
 
 
-class _Binding:
-    """One session's IOBinding, bound by pointer: `bind_input` / `bind_output(name, device, dtype,
-    shape, pointer)` with `device` one of `host_device` / `cache_device`. They are onnxruntime's
-    C-level binding calls where it has them: the Python wrapper of 1.32 builds an OrtDevice and
-    checks WebGPU capture state on every call, several times the cost of the call itself, and a
-    token rebinds 2 x layers x 2 cache tensors. Host buffers (ids, positions, logits) are rebound
-    only when their shape changes (`host`)."""
+class _CacheLevel:
+    """A CachedDecoder's cache buffers of one capacity, with a binding of each of its sessions to them."""
 
-    def __init__(self, session, device: str):
+    def __init__(self, decoder: CachedDecoder, capacity: int):
         import onnxruntime as ort
 
-        binding = session.io_binding()
-        self._shapes = {}
-        self.fast = C_LEVEL_BINDING and hasattr(binding, "_iobinding") and hasattr(session, "_sess")
-        if self.fast:
-            c = binding._iobinding
-            self.bind_input, self.bind_output = c.bind_input, c.bind_output
-            self.host_device = ort.OrtDevice.make("cpu", 0)._get_c_device()
-            self.cache_device = ort.OrtDevice.make(device, 0)._get_c_device()
-            self.run = functools.partial(session._sess.run_with_iobinding, c, None)
-        else:  # an onnxruntime without these internals: its public calls
-            self.bind_input = lambda name, dev, dtype, shape, ptr: binding.bind_input(name, dev, 0, dtype, shape, ptr)
-            self.bind_output = lambda name, dev, dtype, shape, ptr: binding.bind_output(name, dev, 0, dtype, shape, ptr)
-            self.host_device, self.cache_device = "cpu", device
-            self.run = lambda: session.run_with_iobinding(binding)
+        self.decoder, self.capacity = decoder, capacity
+        shape = (decoder.batch, decoder._heads, capacity, decoder._head_dim)
+        if decoder._device == "cpu":  # numpy's memory, ONNX Runtime's view of it: take() copies in numpy
+            self.arrays = [np.zeros(shape, np.float32) for _ in decoder._past]
+            self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+        else:
+            self.arrays, self.values = None, []
+            for _ in decoder._past:
+                value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, decoder._device, 0)
+                value.update_inplace(np.zeros(shape, np.float32))
+                self.values.append(value)
+        self.nbytes = len(self.values) * int(np.prod(shape)) * 4
+        self._bindings, self._runs, self._shapes = {}, {}, {}
+        for kind, session in decoder._sessions.items():
+            binding = self._bindings[kind] = session.io_binding()
+            for past_name, present_name, value in zip(decoder._past, decoder._present, self.values):
+                binding.bind_ortvalue_input(past_name, value)
+                binding.bind_ortvalue_output(present_name, value)
+            # the session's own call, without the Python wrapper's per-call checks, where it has one
+            self._runs[kind] = (functools.partial(session._sess.run_with_iobinding, binding._iobinding, None)
+                                if hasattr(session, "_sess") and hasattr(binding, "_iobinding")
+                                else functools.partial(session.run_with_iobinding, binding))
 
-    def host(self, name: str, output: bool, dtype, shape: tuple, array: np.ndarray):
-        if self._shapes.get(name) != shape:
-            (self.bind_output if output else self.bind_input)(name, self.host_device, dtype, shape, array.ctypes.data)
-            self._shapes[name] = shape
+    def take(self, smaller: "_CacheLevel", positions: int):
+        """Copies the first `positions` cached positions of a smaller capacity's buffers into these."""
+        for mine, theirs in zip(self.arrays, smaller.arrays):
+            mine[:, :, :positions] = theirs[:, :, :positions]
+
+    def run(self, kind: str, new: int):
+        """Runs `kind`'s binding for `new` positions per sequence, binding the decoder's id, position
+        and logits buffers first if that number changed."""
+        if self._shapes.get(kind) != new:
+            d, binding = self.decoder, self._bindings[kind]
+            binding.bind_input("input_ids", "cpu", 0, np.int64, (d.batch, new), d._ids.ctypes.data)
+            binding.bind_input("position_ids", "cpu", 0, np.int64, (d.batch, new), d._positions.ctypes.data)
+            binding.bind_output("logits", "cpu", 0, np.float32, (d.batch, new, d._vocab), d._logits.ctypes.data)
+            self._shapes[kind] = new
+        self._runs[kind]()
