@@ -593,13 +593,14 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
         capacity = -(-(past + 1) // CACHE_STEP) * CACHE_STEP
     rng = np.random.default_rng(0)
     protos = [onnx.load(str(path), load_external_data=False) for path in (old, new)]
-    feeds, common = [], {}
+    feeds, common, in_place = [], {}, []
     for proto in protos:
         sizes = {"batch": batch, "time": 1, "sequence": 1, "past_sequence": past, "capacity": capacity}
-        feed = {}
+        feed, bound = {}, False
         for vi in proto.graph.input:
             t = vi.type.tensor_type
             dims = [d.dim_param for d in t.shape.dim]
+            bound = bound or "capacity" in dims
             shape = [d.dim_value or sizes.get(d.dim_param, 1) for d in t.shape.dim]
             dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
             if vi.name == "position_ids":  # the new position follows the `past` cached ones
@@ -612,7 +613,7 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
                 value[cached] = common.setdefault(vi.name, value[cached].copy())
                 feed[vi.name] = value
         feeds.append(feed)
-    in_place = ["capacity" in str(p.graph.input) for p in protos]
+        in_place.append(bound)
 
     def runner(session, feed, bound):  # -> a call running one step, and the step's outputs
         names = [o.name for o in session.get_outputs()]
@@ -638,14 +639,13 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
     out = {"nodes": tuple(len(p.graph.node) for p in protos), "capacity": capacity if any(in_place) else None}
     for n in threads:
         runs, results = [], []
-        for path, feed, bound in zip((old, new), feeds, in_place):
+        for path, proto, feed, bound in zip((old, new), protos, feeds, in_place):
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = n, 1
             run, result = runner(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), feed,
                                  bound)
             runs.append(run)
-            results.append(dict(zip([o.name for o in onnx.load(str(path), load_external_data=False).graph.output],
-                                    result())))
+            results.append(dict(zip([o.name for o in proto.graph.output], result())))
 
         def common_part(a, b):  # over the positions both hold (a fixed-capacity present against a grown one)
             region = tuple(slice(0, m) for m in np.minimum(a.shape, b.shape))

@@ -161,9 +161,10 @@ def transformer_decoder(model, opset: int):
     present to one buffer (ONNX Runtime GenAI's `past_present_share_buffer`, `zoo.runtime`'s
     decoder) neither grows, copies nor rebinds the cache from step to step. A new position p
     attends to cache positions 0..p through a mask made from `position_ids` (positions after it
-    may hold anything finite: zeros at first, an earlier sequence's keys after a slide). Per block: `LayerNormalization`, one q/k/v MatMul whose output
-    is reshaped once into heads [batch, 3 x heads, sequence, head_dim] and split, ONNX's `Attention`
-    over the whole capacity, and `Gelu` in the tanh form Keras's approximate GELU uses."""
+    may hold anything finite: zeros at first, an earlier sequence's keys after a slide). Per block:
+    `LayerNormalization`, one q/k/v MatMul whose output is reshaped once into heads [batch, 3 x
+    heads, sequence, head_dim] and split, ONNX's `Attention` over the whole capacity, and `Gelu` in
+    the tanh form Keras's approximate GELU uses."""
     b = GraphBuilder("transformer_decoder")
     h, d, c = model.num_heads, model.head_dim, model.d_model
     x = b.op("Add", [b.op("Gather", [b.const("token_embedding", np.asarray(model.token_embedding.embeddings, np.float32)),
