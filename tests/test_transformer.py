@@ -208,6 +208,9 @@ def test_cached_decoder_binds_its_cache_once_and_the_graph_writes_it_in_place(tr
     decoder.step(np.array([2, 3]))
     assert list(decoder._levels) == [8, 12] and decoder._level is level and level._shapes["prefill"] == 5
 
+    first = text.CachedDecoder(export, batch=2).step(np.array([2, 3]))  # a new decoder steps from position 0
+    np.testing.assert_allclose(first, decoder.prefill(np.array([[2], [3]])), atol=1e-6)
+
     with pytest.raises(ValueError, match="a prefill takes 1 to 16 positions"):
         decoder.prefill(np.zeros((2, 17), np.int64))
     with pytest.raises(ValueError, match="the cache of 2 sequences, got ids of 3"):

@@ -201,11 +201,12 @@ class CachedDecoder:
         if ids.shape != (self.batch,):
             raise ValueError(f"this decoder holds the cache of {self.batch} sequences, a step takes ids of shape "
                              f"({self.batch},), got {ids.shape}")
-        if self.cached == self._level.capacity:
+        if self._level is None or self.cached == self._level.capacity:  # nothing cached yet, or the cache is full
             if self.cached == self.limit:
                 raise ValueError(f"{self.cached} cached + 1 new positions exceed the model's context of {self.limit}")
             grown = self._at_least(self.cached + 1)
-            grown.take(self._level, self.cached)
+            if self._level is not None:
+                grown.take(self._level, self.cached)
             self._level = grown
         self._step_ids[:] = ids
         self._step_positions[:] = self.cached
