@@ -300,10 +300,11 @@ SAMPLE_ONE = {  # model -> a small draw through its kind's sampler
 @pytest.mark.parametrize("name", list(SAMPLE_ONE))
 def test_each_kind_samples_from_the_runtime_info_it_declares_and_refuses_an_export_without_it(name, trained, tmp_path):
     """core.RUNTIME_KEYS lists what each kind's sampler reads: an export whose runtime info holds
-    only those keys samples; one that lacks any (written before the sampler needed it), or of
-    another format, is refused at load with a message naming what is missing and what to do."""
+    only those keys samples; one that lacks any (written before the sampler needed it), holds a
+    layout the sampler does not run (core.RUNTIME_VALUES), or is of another format, is refused at
+    load with a message naming what is wrong and what to do."""
     from zoo.runtime.__main__ import main
-    from zoo.runtime.core import FORMAT, RUNTIME_KEYS, ExportFormatError
+    from zoo.runtime.core import FORMAT, RUNTIME_KEYS, RUNTIME_VALUES, ExportFormatError
 
     folder = shutil.copytree(trained(name)["export"], tmp_path / name)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -319,6 +320,11 @@ def test_each_kind_samples_from_the_runtime_info_it_declares_and_refuses_an_expo
         write({k: v for k, v in info.items() if k != key})
         with pytest.raises(ExportFormatError, match=f"lacks '{key}', which this runtime's {info['kind']} sampler "
                                                     f"reads. Export it again with this version"):
+            runtime.load(folder, verify=False)
+    for key, known in RUNTIME_VALUES.get(info["kind"], {}).items():  # a layout this runtime does not run
+        write(dict(info, **{key: "other"}))
+        with pytest.raises(ExportFormatError, match=f"runtime info's {key} is 'other', this runtime's {info['kind']} "
+                                                    f"sampler runs {known[0]!r}.* Export it again"):
             runtime.load(folder, verify=False)
     write(info, fmt="zoo-export/0")
     with pytest.raises(ExportFormatError, match="its format is 'zoo-export/0', this runtime reads 'zoo-export/1'"):

@@ -30,6 +30,11 @@ RUNTIME_KEYS = {
                         "condition_channels", "num_classes", "sample_rate", "max_frames", "prior_state",
                         "sample_defaults"),
 }
+# ... and the values it can run, where a key names a layout (a text-cached decoder's cache is written in
+# place; the concatenating decoder of exports made before 2026-12-03 has no "cache" key).
+RUNTIME_VALUES = {
+    "text-cached": {"cache": ("in-place",)},
+}
 
 
 def format_problem(manifest: dict):
@@ -42,6 +47,10 @@ def format_problem(manifest: dict):
     if missing:
         return (f"its runtime info lacks {', '.join(map(repr, missing))}, which this runtime's {info['kind']} "
                 "sampler reads")
+    for key, known in RUNTIME_VALUES.get(info.get("kind"), {}).items():
+        if info.get(key) not in known:
+            return (f"its runtime info's {key} is {info.get(key)!r}, this runtime's {info['kind']} sampler runs "
+                    f"{' or '.join(map(repr, known))}")
     return None
 
 

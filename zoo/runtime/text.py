@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from zoo.runtime.core import Export, ExportFormatError, sample_logits
+from zoo.runtime.core import Export, ExportFormatError, format_problem, sample_logits
 
 SHARED_BATCH = 3  # from this many sequences on, cached decoding runs on all of ONNX Runtime's threads
 
@@ -155,9 +155,9 @@ class CachedDecoder:
 
     def __init__(self, export, batch: int, precision: str = "fp32"):
         info = export.runtime
-        if info.get("cache") != "in-place":
-            raise ExportFormatError(f"{export.path}: its decoder's cache is {info.get('cache')!r}, this runtime "
-                                    "runs decoders whose cache is written in place ('in-place'); export it again "
+        problem = format_problem(export.manifest)  # checked at load too; the manifest may have changed since
+        if problem:
+            raise ExportFormatError(f"{export.path}: {problem}; export it again "
                                     f"(python -m zoo export {export.manifest.get('model')} <run dir>)")
         graph = info["graph"]
         self.batch, self.precision, self.limit, self.cached = batch, precision, info["max_context"], 0
