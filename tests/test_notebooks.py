@@ -57,9 +57,25 @@ def run_notebook(case: str, data_dir: str, out: Path, env: dict) -> Path:
     return out
 
 
+def run_notebook_process(case: str, data_dir: str, out: Path, env: dict) -> Path:
+    """`run_notebook` in a Python process of its own (this file run as a script). Not in this one's
+    thread: while the tests import TFDS, etils' lazy imports replace `builtins.__import__` for the
+    whole process, so a thread importing nbclient meanwhile got placeholder modules (CI failed with
+    "No module named 'msgpack'" from jupyter_client, which imports it only if it is there)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, __file__, case, str(data_dir), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"notebook {case} failed (exit {done.returncode}):\n{done.stderr[-6000:]}")
+    return out
+
+
 class _Background:
-    """Notebooks run one after another in a daemon thread; `result(case)` waits for one. The first
-    wait starts a second thread on the notebooks not yet started: the other tests are done by then."""
+    """Notebooks run one after another, each in its own process, from a daemon thread; `result(case)`
+    waits for one. The first wait starts a second thread on the notebooks not yet started: the other
+    tests are done by then."""
 
     def __init__(self, cases, data_dir):
         self.root = Path(tempfile.mkdtemp(prefix="zoo-notebooks-"))
@@ -81,7 +97,7 @@ class _Background:
                     return
                 case = self.pending.pop(0)
             try:
-                self.outcome[case] = run_notebook(case, self.data_dir, self.root / case / "export", self.env)
+                self.outcome[case] = run_notebook_process(case, self.data_dir, self.root / case / "export", self.env)
             except BaseException as error:  # handed to the test that checks this notebook
                 self.outcome[case] = error
             self.done[case].set()
@@ -144,3 +160,9 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
     assert (out / "README.md").exists()
     if "CARD_PER_LABEL" in TINY[case]:  # the card's grid: this many images per digit
         assert manifest["runtime"]["sample_defaults"]["per_label"] == TINY[case]["CARD_PER_LABEL"]
+
+
+if __name__ == "__main__":  # run_notebook_process: python tests/test_notebooks.py CASE DATA_DIR OUT
+    import sys
+
+    run_notebook(sys.argv[1], sys.argv[2], Path(sys.argv[3]), dict(os.environ))
