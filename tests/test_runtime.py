@@ -193,6 +193,11 @@ def _mutate(inputs, specs, rng):
         bad = value.copy().reshape(-1)
         bad[int(rng.integers(bad.size))] = spec["range"][1] + int(rng.integers(0, 3)) if rng.random() < 0.5 else -1
         inputs[key] = bad.reshape(value.shape)
+    elif kind == 4 and "interval" in spec and value.size:  # e.g. an image of 0..255 where [0, 1] is taken
+        lo, hi = spec["interval"]
+        bad = value.copy().reshape(-1)
+        bad[int(rng.integers(bad.size))] = [hi + 254.0, hi + 1e-3, lo - 1.0][int(rng.integers(3))]
+        inputs[key] = bad.reshape(value.shape)
     elif kind == 5 and value.dtype.kind == "f" and value.size:
         bad = value.copy().reshape(-1)
         bad[int(rng.integers(bad.size))] = [np.nan, np.inf, -np.inf][int(rng.integers(3))]
@@ -242,6 +247,13 @@ def test_out_of_range_inputs_name_the_input_and_its_range(trained):
     inputs = _valid_inputs(text, "step")
     with pytest.raises(ValueError, match=r"^input 'tokens' of graph 'step' takes values 0\.\.\d+, got values from"):
         text.run("step", dict(inputs, tokens=inputs["tokens"] + 1000))
+    for name, graph in (("vae", "encoder"), ("pixelcnn", "network")):  # binary pixels, not 0..255
+        images = runtime.load(trained(name)["export"])
+        inputs = _valid_inputs(images, graph)
+        with pytest.raises(ValueError, match=rf"^input 'image' of graph '{graph}' takes values in \[0, 1\], "
+                                             r"got values from 0 to 255$"):
+            images.run(graph, dict(inputs, image=inputs["image"] * 255))
+        images.run(graph, dict(inputs, image=np.full_like(inputs["image"], 0.5)))  # grey levels: within
 
 
 def test_progress_line_is_one_line_and_quiet_off_a_terminal(capsys):

@@ -57,6 +57,7 @@ class Graph:
                                    # outputs appear in the ONNX graph in this dict's order
     example: Callable              # example(rng) -> {input name: np.ndarray}: random inputs, random sizes
     ranges: dict = dataclasses.field(default_factory=dict)  # integer input -> (lo, hi): lo <= value < hi
+    intervals: dict = dataclasses.field(default_factory=dict)  # float input -> (lo, hi): lo <= value <= hi
     # build(opset) -> onnx.ModelProto written from the weights (zoo/onnx_build.py) instead of tf2onnx's
     # conversion of `fn`; checked against Keras and the SavedModel the same way.
     build: Callable = None
@@ -130,23 +131,28 @@ def _describe(value_infos):
     return out
 
 
-def with_ranges(inputs: list, ranges: dict) -> list:
-    """The manifest's input descriptions, each integer input with the values it takes: "range":
-    [lo, hi] means lo <= value < hi (zoo.runtime checks it before running the graph)."""
+def with_ranges(inputs: list, ranges: dict, intervals: dict = None) -> list:
+    """The manifest's input descriptions with the values each input takes, where it is bounded: an
+    integer input's "range" [lo, hi] means lo <= value < hi, a float input's "interval" [lo, hi]
+    lo <= value <= hi (a binarised image's pixels in [0, 1], not 0..255). zoo.runtime checks both
+    before running the graph."""
     for spec in inputs:
         if spec["name"] in ranges:
             spec["range"] = [int(v) for v in ranges[spec["name"]]]
+        if spec["name"] in (intervals or {}):
+            spec["interval"] = [float(v) for v in intervals[spec["name"]]]
     return inputs
 
 
 def record_input_ranges(folder) -> dict:
-    """Add the input ranges of an export made before the manifest recorded them (manifest.json is not
-    among the files it checksums, so the export still verifies). Returns the updated manifest."""
+    """Add the input ranges and intervals of an export made before the manifest recorded them
+    (manifest.json is not among the files it checksums, so the export still verifies). Returns the
+    updated manifest."""
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     graphs = registry.get(manifest["model"]).export_graphs(load_model(folder / "model.keras"))
     for g in graphs:
-        with_ranges(manifest["graphs"][g.name]["inputs"], g.ranges)
+        with_ranges(manifest["graphs"][g.name]["inputs"], g.ranges, g.intervals)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -262,7 +268,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
                 "onnx": f"{g.name}.onnx",
                 "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                 "saved_model_signature": g.name,
-                "inputs": with_ranges(_describe(proto.graph.input), g.ranges),
+                "inputs": with_ranges(_describe(proto.graph.input), g.ranges, g.intervals),
                 "outputs": _describe(proto.graph.output),
                 "test_data": str(test_dir),
                 "parity_max_abs_diff": diffs,

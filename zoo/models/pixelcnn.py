@@ -261,7 +261,8 @@ def export_graphs(model):
         return inputs
 
     axes = {"image": ["batch", "rows", 28, 1], "label": ["batch"], "logits": ["batch", "rows", 28, 1]}
-    return [Graph("network", network, signature, axes, example, ranges={"label": (0, NUM_CLASSES)})]
+    return [Graph("network", network, signature, axes, example, ranges={"label": (0, NUM_CLASSES)},
+                  intervals={"image": (0.0, 1.0)})]  # binary pixels: 0..255 images refused, not scored
 
 
 def runtime_info(model) -> dict:

@@ -297,7 +297,7 @@ def export_graphs(model):
               ranges={"label": (0, NUM_CLASSES)}),
         Graph("encoder", encoder, enc_sig, {"image": ["batch", 28, 28, 1], "label": ["batch"],
                                             "mean": ["batch", d], "log_variance": ["batch", d]}, enc_example,
-              ranges={"label": (0, NUM_CLASSES)}),
+              ranges={"label": (0, NUM_CLASSES)}, intervals={"image": (0.0, 1.0)}),
     ]
 
 

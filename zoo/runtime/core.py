@@ -178,6 +178,11 @@ class Export:
                                      f"got values from {value.min()} to {value.max()}")
             if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                 raise ValueError(f"input {key!r} of graph {name!r} holds NaN or infinite values")
+            if "interval" in spec and value.size:
+                lo, hi = spec["interval"]
+                if value.min() < lo or value.max() > hi:
+                    raise ValueError(f"input {key!r} of graph {name!r} takes values in [{lo:g}, {hi:g}], "
+                                     f"got values from {value.min():g} to {value.max():g}")
 
     def run(self, name: str, inputs: dict, check: bool = True, precision: str = "fp32") -> dict:
         """Run graph `name`; returns {output name: array}. Inputs the graph cannot take are a
