@@ -44,6 +44,7 @@ import numpy as np
 from zoo.runtime import load, sample_logits, sample_text
 from zoo.runtime.text import cache_names, release_decoders
 from zoo.runtime.core import Progress
+from zoo.files import write_json
 
 
 def _tf_sampler(model, eager: bool):
@@ -466,8 +467,7 @@ def write_record(folder, name, export_dir, tables: dict, command: str) -> Path:
                          for tid, (title, rows) in tables.items() if rows}}
     path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return write_json(path, record, indent=1)
 
 
 def read_records(folder) -> list:

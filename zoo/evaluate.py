@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from zoo import registry
+from zoo.files import write_json
 from zoo.models import load_model
 
 
@@ -36,7 +37,5 @@ def evaluate(name, cfg, run_dir, data_dir=None) -> dict:
             before = json.dumps({"unreadable_metrics_json": before})
         with open(Path(run_dir) / "metrics-history.jsonl", "a") as history:
             history.write(before + "\n")
-    tmp = path.with_name("metrics.tmp.json")  # written whole, then renamed: a killed evaluation leaves the last one
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, metrics)  # a killed evaluation leaves the last metrics.json whole
     return metrics

@@ -32,6 +32,7 @@ import tensorflow as tf
 from zoo import registry
 from zoo.models import load_model
 from zoo.config import ZooError
+from zoo.files import write_json
 from zoo.data import DataUnavailableError
 from zoo.runtime.core import FORMAT, sha256_file
 
@@ -153,7 +154,7 @@ def record_input_ranges(folder) -> dict:
     graphs = registry.get(manifest["model"]).export_graphs(load_model(folder / "model.keras"))
     for g in graphs:
         with_ranges(manifest["graphs"][g.name]["inputs"], g.ranges, g.intervals)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(folder / "manifest.json", manifest)  # a published export's: never half written
     return manifest
 
 

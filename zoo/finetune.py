@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 
 from zoo import registry
+from zoo.files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,6 +75,6 @@ def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs
         "note": note,
         "versions": package_versions(),
     }
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(run_dir / "run.json", run)
+    write_json(run_dir / "metrics.json", metrics)
     return export(name, run_dir, out_dir, sample_defaults=sample_defaults)

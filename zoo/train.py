@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
+from zoo.files import write_json
 from zoo.models import load_model
 
 BACKUP_SECONDS = float(os.environ.get("ZOO_BACKUP_SECONDS", 120))  # a kill loses at most about this much
@@ -76,8 +77,7 @@ class Backup(keras.callbacks.Callback):
         tmp = self.folder / "saving.weights.h5"
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, self.folder / "latest.weights.h5")
-        (self.folder / "state.tmp.json").write_text(json.dumps({"epoch": epoch, "step": step, "seconds": seconds}))
-        os.replace(self.folder / "state.tmp.json", self.folder / "state.json")
+        write_json(self.folder / "state.json", {"epoch": epoch, "step": step, "seconds": seconds})
         self._last = time.monotonic()
 
 
@@ -160,7 +160,7 @@ def prepare_run_dir(run_dir: Path, config: dict, fresh: bool, eval_keys=()) -> s
     if (run_dir / "run.json").exists():
         return "finished"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(run_dir / "config.json", config)
     return "new"
 
 
@@ -263,5 +263,5 @@ def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, 
         "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
         "versions": package_versions(),
     }
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    write_json(run_dir / "run.json", run)  # whole or absent: its presence marks the run finished
     return model
