@@ -96,3 +96,16 @@ def test_diffusion_group_norms_become_instance_norms(trained):
     norms = [layer for layer in network.layers if isinstance(layer, keras.layers.GroupNormalization)]
     assert norms and ops["InstanceNormalization"] == len(norms), ops
     assert "Sqrt" not in ops and "Reciprocal" not in ops and "Neg" not in ops, ops  # nothing left of the moments
+
+
+def test_wavenet_prior_layer_norms_become_layer_norm_ops(trained):
+    # tf2onnx's 13-node form of each Keras LayerNormalization in the prior's step is rewritten to one
+    # LayerNormalization (zoo.onnx_build.layer_norms_as_ops); the export's parity check vouches for the values.
+    from zoo.models import load_model
+
+    run = trained("wavenet")
+    ops = op_counts(run["export"] / "prior_step.onnx")
+    model = load_model(run["run"] / "model.keras")
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
+    assert norms and ops["LayerNormalization"] == len(norms), ops
+    assert not {"ReduceMean", "Sqrt", "Reciprocal", "Neg"} & set(ops), ops  # nothing left of the moments

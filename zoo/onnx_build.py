@@ -286,6 +286,62 @@ def group_norms_as_instance_norms(proto):
     return rewritten
 
 
+def layer_norms_as_ops(proto):
+    """Rewrites tf2onnx's conversion of each Keras `LayerNormalization` over the last axis in place
+    as one ONNX `LayerNormalization` (opset 17).
+
+    tf2onnx writes one as 13 nodes (two ReduceMeans over a Sub and a Mul, Sqrt + Reciprocal, the mean
+    folded into the offset through Neg) that no ONNX Runtime fusion recognises. A LayerNorm is found
+    by its `.../moments/mean` ReduceMean, as in `group_norms_as_instance_norms`; one whose parts are
+    not where tf2onnx puts them (a GroupNorm's reshapes, a scale or offset that is not a constant
+    vector, another axis) is left as it was. Nodes the rewrite leaves unread go. Returns the number
+    rewritten (the export's parity check against Keras and the SavedModel vouches for the result)."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    g = proto.graph
+    initializers = {i.name: i for i in g.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in shape_inference.infer_shapes(proto).graph.value_info
+             if v.type.tensor_type.HasField("shape")}
+    ranks.update({v.name: len(v.type.tensor_type.shape.dim) for v in g.input})
+    suffix = "/moments/mean"
+    rewritten = 0
+    for mean in [n for n in g.node if n.op_type == "ReduceMean" and n.name.endswith(suffix)]:
+        scope = mean.name[: -len(suffix)]
+        members = {n.name[len(scope) + 1 :]: n for n in g.node if n.name.startswith(scope + "/")}
+        if "Reshape" in members or not all(k in members for k in ("mul", "mul_2", "add", "add_1", "add_2")):
+            continue
+        x = mean.input[0]
+        axes = [a.ints for a in mean.attribute if a.name == "axes"]
+        if x not in ranks or not axes or list(axes[0]) not in ([-1], [ranks[x] - 1]) or len(mean.input) > 1:
+            continue
+        consts = {k: [numpy_helper.to_array(initializers[i]) for i in members[k].input if i in initializers]
+                  for k in ("mul", "add", "add_1")}
+        if any(len(v) != 1 for v in consts.values()) or x not in members["mul_2"].input:
+            continue
+        gamma, epsilon, beta = consts["mul"][0], consts["add"][0], consts["add_1"][0]
+        if gamma.size != gamma.shape[-1] or beta.shape != gamma.shape or epsilon.size != 1:  # [C] or [1, C]
+            continue
+        gamma, beta = gamma.reshape(-1), beta.reshape(-1)
+        last = members["add_2"]
+        node = helper.make_node(
+            "LayerNormalization",
+            [x, _initializer(g, f"{scope}/layer_norm/gamma", gamma), _initializer(g, f"{scope}/layer_norm/beta", beta)],
+            [last.output[0]], name=f"{scope}/layer_norm", axis=-1, epsilon=float(epsilon.reshape(())))
+        at = list(g.node).index(last)
+        g.node.remove(last)
+        g.node.insert(at, node)
+        rewritten += 1
+    _drop_dead(g)
+    return rewritten
+
+
+def _initializer(g, name: str, value) -> str:
+    from onnx import numpy_helper
+
+    g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+    return name
+
+
 def _drop_dead(g):
     """Removes nodes whose outputs nothing reads (as the removed GroupNorms' shape arithmetic) and
     initializers no node reads."""
