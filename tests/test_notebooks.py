@@ -57,18 +57,22 @@ def run_notebook(case: str, data_dir: str, out: Path, env: dict) -> Path:
     return out
 
 
-def run_notebook_process(case: str, data_dir: str, out: Path, env: dict) -> Path:
-    """`run_notebook` in a Python process of its own (this file run as a script). Not in this one's
-    thread: while the tests import TFDS, etils' lazy imports replace `builtins.__import__` for the
-    whole process, so a thread importing nbclient meanwhile got placeholder modules (CI failed with
-    "No module named 'msgpack'" from jupyter_client, which imports it only if it is there)."""
+def run_notebook_process(case: str, data_dir: str, out: Path, env: dict, started=None) -> Path:
+    """`run_notebook` in a Python process of its own (this file run as a script); `started(process)`
+    is called with its `subprocess.Popen`. Not in this one's thread: while the tests import TFDS,
+    etils' lazy imports replace `builtins.__import__` for the whole process, so a thread importing
+    nbclient meanwhile got placeholder modules (CI failed with "No module named 'msgpack'" from
+    jupyter_client, which imports it only if it is there)."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, __file__, case, str(data_dir), str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"notebook {case} failed (exit {done.returncode}):\n{done.stderr[-6000:]}")
+    process = subprocess.Popen([sys.executable, __file__, case, str(data_dir), str(out)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if started is not None:
+        started(process)
+    _, stderr = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"notebook {case} failed (exit {process.returncode}):\n{stderr[-6000:]}")
     return out
 
 
@@ -81,7 +85,7 @@ class _Background:
         self.root = Path(tempfile.mkdtemp(prefix="zoo-notebooks-"))
         self.pending, self.lock = list(cases), threading.Lock()
         self.done = {case: threading.Event() for case in cases}
-        self.outcome, self.stopped, self.workers = {}, False, 0
+        self.outcome, self.stopped, self.workers, self.running = {}, False, 0, set()
         self.data_dir = data_dir
         self.env = notebook_env()  # taken now: the tests running meanwhile may change os.environ for a while
         self._add_worker()
@@ -97,10 +101,37 @@ class _Background:
                     return
                 case = self.pending.pop(0)
             try:
-                self.outcome[case] = run_notebook_process(case, self.data_dir, self.root / case / "export", self.env)
+                self.outcome[case] = run_notebook_process(case, self.data_dir, self.root / case / "export", self.env,
+                                                          started=self._started)
             except BaseException as error:  # handed to the test that checks this notebook
                 self.outcome[case] = error
+            with self.lock:
+                self.running = {p for p in self.running if p.poll() is None}
             self.done[case].set()
+
+    def _started(self, process):
+        with self.lock:
+            self.running.add(process)
+            if self.stopped:  # the session ended while it started
+                process.kill()
+
+    def stop(self):
+        """No further notebook starts; the ones running are ended (their kernels exit with their
+        parent) and the folder removed, so an interrupted or failed session leaves neither processes
+        nor files behind."""
+        import subprocess
+
+        with self.lock:
+            self.stopped, running = True, list(self.running)
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def result(self, case) -> Path:
         with self.lock:
@@ -124,12 +155,9 @@ def start_in_background(cases, data_dir):
 
 
 def stop_background():
-    """Starts no further notebook (the session is over): the one running finishes in its kernel, and
-    the exports are removed once the thread is done."""
+    """The session is over: see `_Background.stop`."""
     if _background is not None:
-        _background.stopped = True
-        if all(event.is_set() for event in _background.done.values()):
-            shutil.rmtree(_background.root, ignore_errors=True)
+        _background.stop()
 
 
 def _notebook_packages() -> bool:
