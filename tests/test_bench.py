@@ -101,3 +101,18 @@ def test_profile_sums_onnx_runtime_kernel_time_per_op_type(trained):
     assert {r[0] for r in rows} & (graph_ops | {"FusedConv", "FusedGemm"})  # ONNX Runtime may fuse nodes
     assert all(r[1] >= 1 and r[2] > 0 for r in rows)
     assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+
+
+@pytest.mark.parametrize("name, graph", [("transformer", "decoder"), ("rnn", "step")])
+def test_compare_graphs_feeds_both_graphs_the_same_step(trained, name, graph):
+    # `--compare-graphs` (the records of benchmarks/compare-*.md): a graph against itself gives the
+    # same outputs, so both got the same inputs; a fixed-capacity decoder runs bound in place at the
+    # capacity zoo.runtime would hold its `past` + 1 positions in, a graph without one unbound.
+    from zoo.runtime.text import cpu_capacity
+
+    path = trained(name)["export"] / f"{graph}.onnx"
+    past = 5
+    out = bench.compare_graphs(path, path, past=past, rounds=1, steps=3, threads=(1,))
+    assert out["max_abs_diff"] == 0.0 and out["nodes"][0] == out["nodes"][1] > 0, out
+    assert out["capacity"] == (cpu_capacity(past + 1) if name == "transformer" else None), out
+    assert all(us > 0 for us in out[1]), out

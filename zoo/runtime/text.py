@@ -134,6 +134,13 @@ def release_decoders(export):
 CACHE_STEP = 64  # on the CPU a decoder's cache capacity grows by this many positions (see CachedDecoder)
 
 
+def cpu_capacity(positions: int, limit: int = None) -> int:
+    """The capacity a CachedDecoder on the CPU holds `positions` cached positions in: the next
+    multiple of CACHE_STEP, at most `limit` (the model's max_context)."""
+    capacity = -(-positions // CACHE_STEP) * CACHE_STEP
+    return capacity if limit is None else min(capacity, limit)
+
+
 class CachedDecoder:
     """A `text-cached` export's decoder graph run with its key/value cache in place.
 
@@ -166,8 +173,6 @@ class CachedDecoder:
         self._sessions = {"prefill": export.session(graph, precision=precision),
                           "step": export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)}
         self._device = "cuda" if "CUDAExecutionProvider" in self._sessions["step"].get_providers() else "cpu"
-        steps = range(CACHE_STEP, self.limit, CACHE_STEP) if self._device == "cpu" else ()
-        self._capacities = [*steps, self.limit]
         self._levels = {}  # capacity -> _CacheLevel, made on first use
         self._level = None  # the one holding the cache now
         self._ids, self._positions = np.zeros(batch * self.limit, np.int64), np.zeros(batch * self.limit, np.int64)
@@ -215,7 +220,7 @@ class CachedDecoder:
         return self._step_logits
 
     def _at_least(self, positions: int) -> "_CacheLevel":
-        capacity = next(c for c in self._capacities if c >= positions)
+        capacity = cpu_capacity(positions, self.limit) if self._device == "cpu" else self.limit
         if capacity not in self._levels:
             self._levels[capacity] = _CacheLevel(self, capacity)
         return self._levels[capacity]
