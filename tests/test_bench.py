@@ -116,3 +116,28 @@ def test_compare_graphs_feeds_both_graphs_the_same_step(trained, name, graph):
     assert out["max_abs_diff"] == 0.0 and out["nodes"][0] == out["nodes"][1] > 0, out
     assert out["capacity"] == (cpu_capacity(past + 1) if name == "transformer" else None), out
     assert all(us > 0 for us in out[1]), out
+
+
+def test_compare_graphs_keeps_the_arrays_it_binds_alive_while_it_times(trained, monkeypatch):
+    # ONNX Runtime reads and writes a bound numpy array's memory: each must outlive the timed calls.
+    import gc
+    import weakref
+
+    import onnxruntime as ort
+
+    made, from_numpy, timed = [], ort.OrtValue.ortvalue_from_numpy, bench.alternated
+
+    def recording(*args, **kwargs):
+        value = from_numpy(*args, **kwargs)
+        made.append(weakref.ref(value))
+        return value
+
+    def checking(*args, **kwargs):
+        gc.collect()
+        assert made and all(ref() is not None for ref in made), "an array bound for timing was freed before it"
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", recording)
+    monkeypatch.setattr(bench, "alternated", checking)
+    path = trained("transformer")["export"] / "decoder.onnx"
+    bench.compare_graphs(path, path, past=5, rounds=1, steps=3, threads=(1,))

@@ -632,6 +632,10 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
             else:
                 binding.bind_output(name, "cpu")
         run = functools.partial(session._sess.run_with_iobinding, binding._iobinding, None)
+        # The C call holds neither the Python binding nor the arrays bound to it, whose memory ONNX
+        # Runtime reads and writes: they live as long as the call (freed once the runner returned, a
+        # timed run read freed memory: the likely cause of a segmentation fault in the clean-clone CI).
+        run.binding, run.buffers = binding, buffers
 
         def results():
             run()
