@@ -233,23 +233,11 @@ def group_norms_as_instance_norms(proto):
     tf2onnx puts them is left as it was. Returns the number rewritten (the export's parity check
     against Keras and the SavedModel is what vouches for the result).
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     g = proto.graph
-    initializers = {i.name: i for i in g.initializer}
-    suffix = "/moments/mean"
-    scopes = [n.name[: -len(suffix)] for n in g.node if n.op_type == "ReduceMean" and n.name.endswith(suffix)]
     rewritten = 0
-    for scope in scopes:
-        members = {n.name[len(scope) + 1 :]: n for n in g.node if n.name.startswith(scope + "/")}
-        needed = ("Reshape", "mul", "add", "add_1", "add_2")
-        if not all(k in members for k in needed):
-            continue
-        consts = {k: [numpy_helper.to_array(initializers[i]) for i in members[k].input if i in initializers]
-                  for k in ("mul", "add", "add_1")}
-        if any(len(v) != 1 for v in consts.values()):
-            continue
-        gamma, epsilon, beta = consts["mul"][0], consts["add"][0], consts["add_1"][0]
+    for scope, members, (gamma, epsilon, beta) in _tf2onnx_norms(g, ("Reshape", "mul", "add", "add_1", "add_2")):
         if gamma.ndim != 5 or epsilon.size != 1:
             continue
         groups, channels = gamma.shape[-2], gamma.shape[-2] * gamma.shape[-1]
@@ -296,50 +284,58 @@ def layer_norms_as_ops(proto):
     not where tf2onnx puts them (a GroupNorm's reshapes, a scale or offset that is not a constant
     vector, another axis) is left as it was. Nodes the rewrite leaves unread go. Returns the number
     rewritten (the export's parity check against Keras and the SavedModel vouches for the result)."""
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import shape_inference
 
     g = proto.graph
-    initializers = {i.name: i for i in g.initializer}
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in shape_inference.infer_shapes(proto).graph.value_info
              if v.type.tensor_type.HasField("shape")}
     ranks.update({v.name: len(v.type.tensor_type.shape.dim) for v in g.input})
-    suffix = "/moments/mean"
     rewritten = 0
-    for mean in [n for n in g.node if n.op_type == "ReduceMean" and n.name.endswith(suffix)]:
-        scope = mean.name[: -len(suffix)]
-        members = {n.name[len(scope) + 1 :]: n for n in g.node if n.name.startswith(scope + "/")}
-        if "Reshape" in members or not all(k in members for k in ("mul", "mul_2", "add", "add_1", "add_2")):
-            continue
+    for scope, members, (gamma, epsilon, beta) in _tf2onnx_norms(g, ("moments/mean", "mul", "mul_2", "add", "add_1",
+                                                                      "add_2")):
+        mean = members["moments/mean"]
         x = mean.input[0]
         axes = [a.ints for a in mean.attribute if a.name == "axes"]
-        if x not in ranks or not axes or list(axes[0]) not in ([-1], [ranks[x] - 1]) or len(mean.input) > 1:
+        if "Reshape" in members or x not in ranks or not axes or list(axes[0]) not in ([-1], [ranks[x] - 1]) \
+                or len(mean.input) > 1 or x not in members["mul_2"].input:
             continue
-        consts = {k: [numpy_helper.to_array(initializers[i]) for i in members[k].input if i in initializers]
-                  for k in ("mul", "add", "add_1")}
-        if any(len(v) != 1 for v in consts.values()) or x not in members["mul_2"].input:
-            continue
-        gamma, epsilon, beta = consts["mul"][0], consts["add"][0], consts["add_1"][0]
         if gamma.size != gamma.shape[-1] or beta.shape != gamma.shape or epsilon.size != 1:  # [C] or [1, C]
             continue
-        gamma, beta = gamma.reshape(-1), beta.reshape(-1)
         last = members["add_2"]
-        node = helper.make_node(
-            "LayerNormalization",
-            [x, _initializer(g, f"{scope}/layer_norm/gamma", gamma), _initializer(g, f"{scope}/layer_norm/beta", beta)],
-            [last.output[0]], name=f"{scope}/layer_norm", axis=-1, epsilon=float(epsilon.reshape(())))
+        name = f"{scope}/layer_norm"
+        b = GraphBuilder(name)
+        b.op("LayerNormalization", [x, b.const(f"{name}/gamma", gamma.reshape(-1).astype(np.float32)),
+                                    b.const(f"{name}/beta", beta.reshape(-1).astype(np.float32))],
+             outputs=[last.output[0]], axis=-1, epsilon=float(epsilon.reshape(())))
+        b.nodes[0].name = name
         at = list(g.node).index(last)
         g.node.remove(last)
-        g.node.insert(at, node)
+        g.node.insert(at, b.nodes[0])
+        g.initializer.extend(b.initializers)
         rewritten += 1
     _drop_dead(g)
     return rewritten
 
 
-def _initializer(g, name: str, value) -> str:
+def _tf2onnx_norms(g, needed):
+    """tf2onnx's conversions of Keras normalisation layers, each found by its `.../moments/mean`
+    ReduceMean: (scope, its nodes by name within the scope, (scale, epsilon, offset)) for each scope
+    that holds the nodes `needed` and whose `mul`, `add` and `add_1` each read one constant. Each
+    scope's nodes are looked up when it is reached, so a caller may rewrite the graph between them."""
     from onnx import numpy_helper
 
-    g.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
-    return name
+    initializers = {i.name: i for i in g.initializer}
+    suffix = "/moments/mean"
+    scopes = [n.name[: -len(suffix)] for n in g.node if n.op_type == "ReduceMean" and n.name.endswith(suffix)]
+    for scope in scopes:
+        members = {n.name[len(scope) + 1 :]: n for n in g.node if n.name.startswith(scope + "/")}
+        if not all(k in members for k in needed):
+            continue
+        consts = [[numpy_helper.to_array(initializers[i]) for i in members[k].input if i in initializers]
+                  for k in ("mul", "add", "add_1")]
+        if any(len(v) != 1 for v in consts):
+            continue
+        yield scope, members, tuple(v[0] for v in consts)
 
 
 def _drop_dead(g):
