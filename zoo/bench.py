@@ -620,7 +620,8 @@ def compare_graphs(old, new, past: int = 128, rounds: int = 7, steps: int = None
     def runner(session, feed, bound):  # -> a call running one step, and the step's outputs
         names = [o.name for o in session.get_outputs()]
         if not bound:
-            return (lambda: session.run(None, feed)), (lambda: session.run(None, feed))
+            call = functools.partial(session.run, None, feed)
+            return call, call
         binding, buffers = session.io_binding(), {}
         for spec in session.get_inputs():
             value = ort.OrtValue.ortvalue_from_numpy(feed[spec.name].copy())
