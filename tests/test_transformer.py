@@ -85,15 +85,15 @@ def test_onnx_decoder_names_and_cached_parity(trained):
     tokens = np.random.default_rng(3).integers(0, vocab, (2, 12)).astype(np.int64)
     want = np.asarray(model(tokens)[0])
     # A cache of the whole context (16), noise after the positions written so far: the graph writes
-    # each call's keys and values at its positions and attends only up to them.
+    # each call's keys and values at its positions and reads only up to them.
     noise = np.random.default_rng(4).standard_normal((2, 2, 16, 8)).astype(np.float32)
     feed = {"input_ids": tokens[:, :4], "position_ids": np.tile(np.arange(4), (2, 1)), **{p: noise for p in past}}
     out = export.run("decoder", feed)
     got = [out["logits"]]
     for t in range(4, 12):
         present = {p: out[p.replace("past_key_values", "present")] for p in past}
-        for p in past:  # positions t and on are untouched: still the noise
-            np.testing.assert_array_equal(present[p][:, :, t:], noise[:, :, t:])
+        for p in past:  # positions t and on: zeros in a present not bound to its past's buffer
+            assert not present[p][:, :, t:].any()
         feed = {"input_ids": tokens[:, t : t + 1], "position_ids": np.full((2, 1), t, np.int64), **present}
         out = export.run("decoder", feed)
         got.append(out["logits"])
@@ -171,7 +171,7 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     int8 = sample_text(export, prompt, length=30, temperature=0.0, precision="int8")
     assert len(int8[0]) == len(fp32[0]) == 31
     int8_file = str(folder / "decoder.int8.onnx")  # the int8 graph ran: prefill, decoding and the slide
-    assert sum(s._model_path == int8_file for s in export._sessions.values()) == 2  # all threads, one thread
+    assert sum(s._model_path == int8_file for s in export._sessions.values()) == 1  # one session for all calls
 
 
 def test_cached_decoder_binds_its_cache_once_and_the_graph_writes_it_in_place(trained, monkeypatch):

@@ -38,7 +38,7 @@ from zoo.runtime.core import FORMAT, sha256_file
 
 OPSET = 17
 # The first onnxruntime release that runs a graph of this opset (graphs built above OPSET: the
-# transformer's decoder uses opset 23's Attention, whose CPU kernel came in 1.23).
+# transformer's decoder is opset 23).
 ONNXRUNTIME_FOR_OPSET = {23: "1.23"}
 TOLERANCE = 1e-4
 
@@ -274,6 +274,8 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
                 "test_data": str(test_dir),
                 "parity_max_abs_diff": diffs,
             }
+            if contrib_domains(proto):  # operators a runtime beyond ONNX's standard set must have
+                manifest_graphs[g.name]["domains"] = contrib_domains(proto)
 
         for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
             manifest_graphs[graph_name]["variants"] = {
@@ -312,6 +314,13 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
     return out_dir
 
 
+def contrib_domains(proto) -> dict:
+    """The operator domains other than ONNX's own that a graph's nodes use, each with its opset
+    (ONNX Runtime's contrib ops are {"com.microsoft": 1}): a runtime must implement them."""
+    domains = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    return {d: next(o.version for o in proto.opset_import if o.domain == d) for d in domains}
+
+
 def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict, module, info: dict, config: dict) -> dict:
     """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation of `op_types`
     (int8 weights, activations quantised at run time), and its manifest entry: how it was made, the
@@ -322,15 +331,17 @@ def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict, module, 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source, target = folder / f"{graph_name}.onnx", folder / f"{graph_name}.int8.onnx"
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8)
+    # onnx's shape inference knows no contrib op's output type (the transformer's GroupQueryAttention):
+    # tensors it leaves untyped are float32, as every activation here is
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     proto = onnx.load(str(target))
-    domains = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)
                for p in (source, target)]
     entry = {
         "onnx": target.name,
         "quantization": f"onnxruntime.quantization.quantize_dynamic, {', '.join(op_types)}, int8 weights",
-        "domains": {d: next(o.version for o in proto.opset_import if o.domain == d) for d in domains},
+        "domains": contrib_domains(proto),
         "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(*outputs))),
     }
     try:
@@ -567,4 +578,10 @@ def model_card(module, folder: Path, manifest: dict) -> str:
     for onnx_file, opset in newer.items():  # a graph a runtime of tf2onnx's opset cannot load
         needs = f" (onnxruntime {ONNXRUNTIME_FOR_OPSET[opset]} or newer)" if opset in ONNXRUNTIME_FOR_OPSET else ""
         lines += [f"`{onnx_file}` is ONNX opset {opset}: it needs a runtime that implements opset {opset}{needs}.", ""]
+    for spec in manifest["graphs"].values():  # contrib ops: ONNX Runtime's, not every ONNX runtime's
+        if spec.get("domains"):
+            ops = ", ".join(f"`{d}` opset {o}" for d, o in spec["domains"].items())
+            lines += [f"`{spec['onnx']}` uses operators outside ONNX's standard set ({ops}): it runs in ONNX "
+                      "Runtime and the programs built on it (GenAI, onnxruntime-web, Triton's ONNX Runtime "
+                      "backend), not in other ONNX runtimes.", ""]
     return "\n".join(lines)

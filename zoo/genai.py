@@ -18,7 +18,7 @@ What GenAI 0.18 needs (each met the hard way, see issue 15):
 - `past_present_share_buffer` true: the graph's cache has a fixed capacity and each call writes
   its new keys and values at `position_ids` (zoo.onnx_build.transformer_decoder), so GenAI binds
   past and present to one buffer of `max_length` positions, as `zoo.runtime` does; the graph needs
-  no attention mask (it makes its own from the positions);
+  no attention mask (its GroupQueryAttention reads each sequence's length from the positions);
 - a GPT-2-class byte-level BPE tokenizer with one vocabulary entry per character and no merges;
   byte-level remapping spells space "Ġ" and newline "Ċ" (a raw " " entry silently encodes to -1).
 """

@@ -35,8 +35,9 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, outputs, **attrs))
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def model(self, inputs: list, outputs: list, opset: int):
-        """inputs/outputs: (name, numpy dtype, shape with None or a name for dynamic axes)."""
+    def model(self, inputs: list, outputs: list, opset: int, domains: dict = None):
+        """inputs/outputs: (name, numpy dtype, shape with None or a name for dynamic axes); domains:
+        the opset of each other operator domain the nodes use (e.g. {"com.microsoft": 1})."""
         from onnx import helper
 
         def info(name, dtype, shape):
@@ -46,8 +47,10 @@ class GraphBuilder:
                                   self.initializers)
         # The oldest IR version the opset allows (8 for opset 17, as tf2onnx writes), not the onnx
         # package's newest: onnxruntime-web 1.30 refuses IR 14 ("max supported IR version: 13").
-        opsets = [helper.make_opsetid("", opset)]
-        return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+        # Other domains' opsets are not in onnx's table and ask for no newer IR.
+        opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
+        ir_version = helper.find_min_ir_version_for(opsets, ignore_unknown=True)
+        return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
 
 
 def gru_weights(gru) -> tuple:
@@ -146,25 +149,33 @@ def _dense(b: GraphBuilder, x: str, kernel, bias, name: str, output=1) -> str:
     return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))], outputs=output)
 
 
-ATTENTION_OPSET = 23  # ONNX's Attention op is opset 23, Gelu's tanh form opset 20
+DECODER_OPSET = 23  # Gelu's tanh form needs opset 20; 23 is the opset the decoder shipped at before
+CONTRIB = {"com.microsoft": 1}  # ONNX Runtime's GroupQueryAttention
 
 
 def transformer_decoder(model, opset: int):
     """The transformer's decoder graph (input_ids, position_ids, past_key_values.<i>.key/value ->
-    logits, present.<i>.key/value) in standard ops of opset 23 (or `opset` if newer), with a cache of
-    fixed capacity written in place.
+    logits, present.<i>.key/value) in standard ops of opset 23 (or `opset` if newer) and ONNX
+    Runtime's `GroupQueryAttention` (`com.microsoft` opset 1), with a cache of fixed capacity.
 
     Each cache tensor is [batch, heads, capacity, head_dim], its present the same buffer's next
-    state: the new keys and values go in at `position_ids` (`ScatterElements`, which ONNX Runtime
-    runs in place when its input and output are one buffer, and, unlike opset 24's `TensorScatter`,
-    without logging a warning on every call when they are not), so a caller that binds past and
-    present to one buffer (ONNX Runtime GenAI's `past_present_share_buffer`, `zoo.runtime`'s
-    decoder) neither grows, copies nor rebinds the cache from step to step. A new position p
-    attends to cache positions 0..p through a mask made from `position_ids` (positions after it
-    may hold anything finite: zeros at first, an earlier sequence's keys after a slide). Per block:
-    `LayerNormalization`, one q/k/v MatMul whose output is reshaped once into heads [batch, 3 x
-    heads, sequence, head_dim] and split, ONNX's `Attention` over the whole capacity, and `Gelu` in
-    the tanh form Keras's approximate GELU uses."""
+    state. A call's `position_ids` run on from the sequence's cached length p (p, p + 1, ...;
+    `GroupQueryAttention` takes the length as seqlens_k, the last position, per sequence): the new
+    keys and values go in at those positions, and each new position attends to cache positions
+    0..itself only, however large the capacity (ONNX's `Attention` read all of it through a mask).
+    A caller that binds past and present to one buffer (ONNX Runtime GenAI's
+    `past_present_share_buffer`, `zoo.runtime`'s decoder) has it updated in place, the positions
+    after the new ones left as they were; a call with separate buffers gets them as zeros (ONNX
+    Runtime's kernel clears a present it does not share). Neither is ever read. ONNX Runtime
+    refuses a call that adds several positions after cached ones for more than one sequence
+    ("batch_size must be 1 when sequence_length > 1 and past context is given"): a prefill from
+    position 0 takes any batch, later calls one position per sequence or one sequence.
+
+    Per block: `LayerNormalization`, one q/k/v MatMul whose output (q, k, v, each heads x head_dim)
+    is `GroupQueryAttention`'s packed input, the attention output's MatMul, and `Gelu` in the tanh
+    form Keras's approximate GELU uses."""
+    from onnx import TensorProto
+
     b = GraphBuilder("transformer_decoder")
     h, d, c = model.num_heads, model.head_dim, model.d_model
     x = b.op("Add", [b.op("Gather", [b.const("token_embedding", np.asarray(model.token_embedding.embeddings, np.float32)),
@@ -172,34 +183,22 @@ def transformer_decoder(model, opset: int):
                      b.op("Gather", [b.const("position_embedding",
                                              np.asarray(model.position_embedding.embeddings, np.float32)),
                                      "position_ids"], axis=0)])
-    # Mask [batch, 1, sequence, capacity]: the new position p sees cache positions 0..p. Not
-    # Attention's is_causal: the spec aligns its triangle to the top left, ignoring the cache, and
-    # ONNX Runtime's CPU and CUDA kernels disagree on it (onnxruntime issue 29020).
-    capacity = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
-    columns = b.op("Range", [b.const("i0s", np.int64(0)), capacity, b.const("step", np.int64(1))])
-    rows = b.op("Unsqueeze", ["position_ids", b.const("axes_1_3", np.array([1, 3], np.int64))])
-    mask = b.op("Where", [b.op("LessOrEqual", [columns, rows]), b.const("visible", np.float32(0.0)),
-                          b.const("hidden", np.float32(-1e9))])
-    to_heads = b.const("qkv_heads", np.array([0, 0, 3 * h, d], np.int64))
-    split = b.const("heads_split", np.array([h, h, h], np.int64))
-    merge = b.const("merge_heads", np.array([0, 0, c], np.int64))
+    # GroupQueryAttention's lengths: seqlens_k [batch] int32, each sequence's total length - 1 (its
+    # last position), and the batch's longest total length as a scalar
+    last = b.op("Cast", [b.op("Gather", ["position_ids", b.const("last", np.int64(-1))], axis=1)],
+                to=TensorProto.INT32)
+    total = b.op("Add", [b.op("ReduceMax", [last], keepdims=0), b.const("one", np.int32(1))])
     for i, block in enumerate(model.blocks):
         att = block.attention
         dense = (att._query_dense, att._key_dense, att._value_dense)
         qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"),
                      np.concatenate([np.asarray(layer.kernel).reshape(c, -1) for layer in dense], axis=1),
                      np.concatenate([np.asarray(layer.bias).reshape(-1) for layer in dense]), f"block_{i}.qkv")
-        # [batch, sequence, 3 x heads x head_dim] -> q, k, v each [batch, heads, sequence, head_dim]
-        q, k, v = b.op("Split", [b.op("Transpose", [b.op("Reshape", [qkv, to_heads])], perm=[0, 2, 1, 3]), split],
-                       outputs=3, axis=1)
-        if i == 0:  # where each new key and value goes: its position, along the cache's third axis
-            where = b.op("Expand", [rows, b.op("Shape", [k])])
-        key = b.op("ScatterElements", [f"past_key_values.{i}.key", where, k], outputs=[f"present.{i}.key"], axis=2)
-        value = b.op("ScatterElements", [f"past_key_values.{i}.value", where, v], outputs=[f"present.{i}.value"],
-                     axis=2)
         # its default scale 1/sqrt(head_dim) is Keras's too
-        y = b.op("Attention", [q, key, value, mask], q_num_heads=h, kv_num_heads=h)
-        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), merge])
+        y = b.op("GroupQueryAttention", [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                                         last, total],
+                 outputs=[f"block_{i}.attention", f"present.{i}.key", f"present.{i}.value"], domain="com.microsoft",
+                 num_heads=h, kv_num_heads=h)[0]
         x = b.op("Add", [x, _dense(b, y, np.asarray(att._output_dense.kernel).reshape(-1, c),
                                    att._output_dense.bias, f"block_{i}.attention_out")])
         m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
@@ -214,7 +213,7 @@ def transformer_decoder(model, opset: int):
     inputs += [(name.format("past_key_values"), np.float32, cache) for name in names]
     outputs = [("logits", np.float32, ["batch", "sequence", model.vocab_size])]
     outputs += [(name.format("present"), np.float32, cache) for name in names]
-    return b.model(inputs, outputs, max(opset, ATTENTION_OPSET))
+    return b.model(inputs, outputs, max(opset, DECODER_OPSET), CONTRIB)
 
 
 def group_norms_as_instance_norms(proto):

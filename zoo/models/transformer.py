@@ -268,7 +268,8 @@ def export_graphs(model):
     present.<i>.key/.value; each cache [batch, heads, capacity, head_dim] of fixed capacity, the
     present the past with the new positions' keys and values written at `position_ids`
     (onnx_build.transformer_decoder): bound to one buffer, it is updated in place. The SavedModel
-    signature keeps the same contract, taking the first row's position as every row's."""
+    signature keeps the same contract, taking the first row's position as every row's; its presents
+    hold zeros after the new positions, as the ONNX graph's do when not bound to the past's buffer."""
     from zoo import onnx_build
     from zoo.export import Graph
 
@@ -282,12 +283,15 @@ def export_graphs(model):
         start, new = position_ids[0, 0], tf.shape(input_ids, out_type=tf.int64)[1]
         logits, grown = model(input_ids, [p[:, :, :start] for p in past], position_ids=position_ids, training=False)
         outputs = {"logits": logits}
-        for name, p, g in zip(past_names, past, grown):  # the capacity's later positions as they were
-            outputs[name.replace("past_key_values", "present")] = tf.concat([g, p[:, :, start + new:]], axis=2)
+        for name, p, g in zip(past_names, past, grown):  # the capacity's later positions cleared
+            outputs[name.replace("past_key_values", "present")] = tf.concat([g, tf.zeros_like(p[:, :, start + new:])],
+                                                                             axis=2)
         return outputs
 
     def example(rng):  # later positions random too: the graph must not read them
         batch, past, new = int(rng.integers(1, 4)), int(rng.integers(0, 6)), int(rng.integers(1, 5))
+        if batch > 1 and past > 0:  # several new positions after cached ones: one sequence only (ONNX Runtime's
+            new = 1                 # GroupQueryAttention)
         capacity = past + new + int(rng.integers(0, 4))
         inputs = {"input_ids": rng.integers(0, model.vocab_size, (batch, new)).astype(np.int64),
                   "position_ids": np.tile(np.arange(past, past + new, dtype=np.int64), (batch, 1))}

@@ -14,8 +14,6 @@ import numpy as np
 
 from zoo.runtime.core import Export, ExportFormatError, format_problem, sample_logits
 
-SHARED_BATCH = 3  # from this many sequences on, cached decoding runs on all of ONNX Runtime's threads
-
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
     index = {c: i for i, c in enumerate(vocabulary)}
@@ -150,15 +148,16 @@ class CachedDecoder:
     present output: a step binds, allocates and copies nothing but one id and one position per
     sequence into numpy buffers bound by pointer, and its logits come back in another.
 
-    The graph's attention reads the whole capacity (positions after the newest are masked, not
-    skipped), so on the CPU the cache is held at capacities CACHE_STEP, 2 x CACHE_STEP, ... up to
-    max_context, each set of buffers with its bindings made on first use and kept: when the cache
-    outgrows one, it is copied once into the next. Under CUDA it is one set of max_context
-    positions in the GPU's memory. `prefill(ids)` starts from position 0 (what an earlier sequence
-    left in the cache lies past the new positions, which attend only up to themselves) on all of
-    ONNX Runtime's threads; `step(ids)` appends one token per sequence, on one thread for fewer
-    than SHARED_BATCH sequences (one new token of one or two sequences is too little work to share
-    between threads)."""
+    The graph reads only the cached positions, so a step costs the same at any capacity; on the
+    CPU the cache is held at capacities CACHE_STEP, 2 x CACHE_STEP, ... up to max_context so that
+    a short generation of many sequences holds only the memory it reaches, each set of buffers with
+    its bindings made on first use and kept: when the cache outgrows one, it is copied once into
+    the next. Under CUDA it is one set of max_context positions in the GPU's memory.
+    `prefill(ids)` starts from position 0 (what an earlier sequence left in the cache lies past the
+    new positions, which are read only up to themselves); `step(ids)` appends one token per
+    sequence. Both run on all of ONNX Runtime's threads: on 2 cores, two threads ran the fp32
+    decoding loop 1.11-1.19x faster than one at 1, 2 and 4 sequences, int8 1.00-1.04x
+    (benchmarks/decoder_threads.py, record benchmarks/compare-transformer-gqa.md)."""
 
     def __init__(self, export, batch: int, precision: str = "fp32"):
         info = export.runtime
@@ -170,8 +169,8 @@ class CachedDecoder:
         self.batch, self.precision, self.limit, self.cached = batch, precision, info["max_context"], 0
         self._heads, self._head_dim, self._vocab = info["num_heads"], info["head_dim"], len(info["vocabulary"])
         self._past, self._present = cache_names(info, "past"), cache_names(info, "present")
-        self._sessions = {"prefill": export.session(graph, precision=precision),
-                          "step": export.session(graph, threads=1 if batch < SHARED_BATCH else 0, precision=precision)}
+        session = export.session(graph, precision=precision)
+        self._sessions = {"prefill": session, "step": session}  # each with its own bindings
         self._device = "cuda" if "CUDAExecutionProvider" in self._sessions["step"].get_providers() else "cpu"
         self._levels = {}  # capacity -> _CacheLevel, made on first use
         self._level = None  # the one holding the cache now
