@@ -99,6 +99,31 @@ def test_transformer_decoder_attends_to_the_cached_positions_only(trained):
                            **{name: np.zeros((2, 2, 16, 8), np.float32) for name in past}})
 
 
+def test_transformer_decoder_in_standard_ops_runs_outside_onnx_runtime(trained):
+    """attention="standard" writes the same decoder without contrib ops: onnx's reference
+    evaluator, which knows no com.microsoft op, runs it to the shipped graph's logits and cache."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    t = trained("transformer")
+    proto = onnx_build.transformer_decoder(t["model"], 17, attention="standard")
+    assert {o.domain for o in proto.opset_import} == {""} and {n.domain for n in proto.graph.node} == {""}
+    shipped = ort.InferenceSession(str(t["export"] / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    standard = ReferenceEvaluator(proto)
+    past = [i.name for i in shipped.get_inputs()][2:]
+    cache = {name: np.zeros((2, 2, 8, 8), np.float32) for name in past}
+    for ids, positions in (([[1, 2, 3], [4, 5, 6]], [0, 1, 2]), ([[7], [8]], [3])):  # a prefill, then a step
+        feed = {"input_ids": np.array(ids, np.int64), "position_ids": np.tile(np.array(positions, np.int64), (2, 1)),
+                **cache}
+        want, got = shipped.run(None, feed), standard.run(None, feed)
+        np.testing.assert_allclose(got[0], want[0], atol=1e-4)
+        for w, g in zip(want[1:], got[1:]):  # the positions written so far; the rest zeros in both here
+            np.testing.assert_allclose(g, w, atol=1e-5)
+        cache = dict(zip(past, got[1:]))
+    with pytest.raises(ValueError, match="attention must be"):
+        onnx_build.transformer_decoder(t["model"], 17, attention="flash")
+
+
 def test_gru_weights_refuse_a_gru_onnx_would_compute_differently():
     gru = keras.layers.GRU(4, reset_after=False)
     gru.build((None, None, 3))
