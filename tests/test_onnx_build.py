@@ -73,9 +73,9 @@ def test_transformer_decoder_is_group_query_attention_and_few_nodes(trained):
 
 
 def test_transformer_decoder_attends_to_the_cached_positions_only(trained):
-    """A step costs the same at any capacity because it reads only positions 0..itself: noise, or
-    NaN, in the rest of the buffer changes nothing. Several new positions after cached ones are
-    refused for more than one sequence (ONNX Runtime's GroupQueryAttention)."""
+    """A step reads only cache positions 0..itself: noise, or NaN, in the rest of a larger buffer
+    changes nothing. Several new positions after cached ones are refused for more than one
+    sequence (ONNX Runtime's GroupQueryAttention)."""
     import onnxruntime as ort
 
     t = trained("transformer")
