@@ -443,7 +443,7 @@ def rewrite_card(name: str, folder) -> Path:
 
 def _write_manifest(folder: Path, manifest: dict):
     manifest["files"] = file_table(folder)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(folder / "manifest.json", manifest)  # rewrite_card writes a published export's in place
 
 
 def _save_without_optimizer(model, path: Path):
