@@ -168,3 +168,74 @@ def test_wavenet_prior_layer_norms_become_layer_norm_ops(trained):
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
     assert norms and ops["LayerNormalization"] == len(norms), ops
     assert not {"ReduceMean", "Sqrt", "Reciprocal", "Neg"} & set(ops), ops  # nothing left of the moments
+
+
+def test_wavenet_network_convolutions_carry_their_causal_padding(trained):
+    # tf2onnx's Pad before each causal Conv1D is folded into the Conv (zoo.onnx_build.pads_into_convs):
+    # OpenVINO cannot compile the Pad -> Unsqueeze -> Transpose -> Conv chain at dilations of 64 and more.
+    from zoo.models import load_model
+
+    run = trained("wavenet")
+    proto = onnx.load(str(run["export"] / "network.onnx"))
+    model = load_model(run["run"] / "model.keras")
+    pads = sorted(next(a.ints[1] for a in n.attribute if a.name == "pads") for n in proto.graph.node
+                  if n.op_type == "Conv" and any(a.name == "pads" for a in n.attribute))
+    assert "Pad" not in op_counts(run["export"] / "network.onnx")
+    assert pads == sorted(model.dilations), pads
+
+
+def _padded_conv(pads, value=0.0, unsqueeze=True, transpose=True, extra_reader=False):
+    """Pad -> [Unsqueeze ->] Transpose -> Conv as tf2onnx writes a Keras causal Conv1D, on [N, T, C]
+    (or Pad -> Conv on [N, C, T] without `transpose`)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["padded"])]
+    weight = rng.standard_normal((5, 3, 1, 2) if unsqueeze else (5, 3, 2)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array(pads, np.int64), "pads"),
+             numpy_helper.from_array(np.array(value, np.float32), "value"), numpy_helper.from_array(weight, "w")]
+    if unsqueeze:
+        nodes.append(helper.make_node("Unsqueeze", ["padded", "axis"], ["expanded"]))
+        nodes.append(helper.make_node("Transpose", ["expanded"], ["nchw"], perm=[0, 3, 1, 2]))
+        inits.append(numpy_helper.from_array(np.array([-3], np.int64), "axis"))
+    elif transpose:
+        nodes.append(helper.make_node("Transpose", ["padded"], ["nchw"], perm=[0, 2, 1]))
+    conv_input = "nchw" if unsqueeze or transpose else "padded"
+    nodes.append(helper.make_node("Conv", [conv_input, "w"], ["y"], dilations=[1, 4] if unsqueeze else [4]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * (4 if unsqueeze else 3))]
+    if extra_reader:
+        nodes.append(helper.make_node("Identity", ["padded"], ["also"]))
+        outputs.append(helper.make_tensor_value_info("also", TensorProto.FLOAT, [None] * 3))
+    x_shape = ["n", "t", 3] if unsqueeze or transpose else ["n", 3, "t"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("pads, layout", [([0, 4, 0, 0, 0, 0], {}), ([0, 4, 0, 0, 2, 0], {}),
+                                          ([0, 4, 0, 0, 1, 0], dict(unsqueeze=False)),
+                                          ([0, 0, 4, 0, 0, 1], dict(unsqueeze=False, transpose=False))])
+def test_pads_fold_into_the_conv_with_the_same_values(pads, layout):
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).standard_normal((2, 9, 3)).astype(np.float32)
+    if layout.get("transpose") is False:
+        x = x.transpose(0, 2, 1).copy()
+    before = _padded_conv(pads, **layout)
+    after = _padded_conv(pads, **layout)
+    assert onnx_build.pads_into_convs(after) == 1
+    assert "Pad" not in [n.op_type for n in after.graph.node] and "pads" not in [i.name for i in after.graph.initializer]
+    onnx.checker.check_model(after)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (before, after)]
+    assert run[0].shape == run[1].shape and np.allclose(run[0], run[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [dict(pads=[0, 4, 0, 0, 0, 0], value=1.0),      # not zero padding
+                                  dict(pads=[0, 4, 1, 0, 0, 0]),                  # pads the channels
+                                  dict(pads=[0, -1, 0, 0, 0, 0]),                 # crops
+                                  dict(pads=[0, 4, 0, 0, 0, 0], extra_reader=True)])  # the padded tensor read elsewhere
+def test_pads_stay_where_the_conv_cannot_take_them(case):
+    proto = _padded_conv(**case)
+    assert onnx_build.pads_into_convs(proto) == 0
+    assert [n.op_type for n in proto.graph.node].count("Pad") == 1

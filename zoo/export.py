@@ -64,6 +64,11 @@ class Graph:
     build: Callable = None
     # rewrite(proto) -> None: edits tf2onnx's conversion in place (zoo/onnx_build.py), before the same checks.
     rewrite: Callable = None
+    # Where `build` uses operators outside ONNX's standard set (ONNX Runtime's contrib ops): the same
+    # step built in standard ops only, for other runtimes; exported beside it as `<name>.standard.onnx`
+    # (the manifest's `standard` variant), checked against Keras and the SavedModel the same way on
+    # its own `example`s, with its own test data set.
+    standard: "Graph" = None
 
     def tf_function(self):
         return tf.function(self.fn, input_signature=self.input_signature)
@@ -277,11 +282,16 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
             domains = contrib_domains(proto)  # operators a runtime beyond ONNX's standard set must have
             if domains:
                 manifest_graphs[g.name]["domains"] = domains
+            if g.standard is not None:
+                manifest_graphs[g.name]["variants"] = {"standard": standard_variant(
+                    tmp, g, metadata, tf_fns[g.name], loaded.signatures[g.name], rng, tolerance)}
 
         for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
-            manifest_graphs[graph_name]["variants"] = {
-                "int8": int8_variant(tmp, graph_name, op_types, test_inputs[graph_name], module, info,
-                                     run.get("config") or {})}
+            manifest_graphs[graph_name].setdefault("variants", {})["int8"] = int8_variant(
+                tmp, graph_name, op_types, test_inputs[graph_name])
+        for graph_name, spec in manifest_graphs.items():
+            if spec.get("variants") and hasattr(module, "variant_metrics"):
+                score_variants(tmp, graph_name, spec["variants"], module, info, run.get("config") or {})
 
         if hasattr(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
             module.export_files(model, tmp, info)
@@ -322,11 +332,41 @@ def contrib_domains(proto) -> dict:
     return {d: next(o.version for o in proto.opset_import if o.domain == d) for d in domains}
 
 
-def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict, module, info: dict, config: dict) -> dict:
+def standard_variant(folder: Path, graph: Graph, metadata: dict, tf_fn, signature_fn, rng, tolerance) -> dict:
+    """`<graph>.standard.onnx` beside `<graph>.onnx`: `graph.standard`, the same step in ONNX's
+    standard ops, checked against Keras and the SavedModel as `graph` is (refused past `tolerance`),
+    with its own test data set; and its manifest entry."""
+    import onnx
+    import onnxruntime as ort
+
+    name = f"{graph.name}.standard"
+    proto = to_onnx(graph.standard, metadata)
+    if contrib_domains(proto):
+        raise ExportError(f"graph {name}: uses {contrib_domains(proto)}, not ONNX's standard ops only")
+    onnx.save(proto, str(folder / f"{name}.onnx"))
+    session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    diffs, inputs, reference = check_parity(graph.standard, tf_fn, signature_fn, session, rng, tolerance)
+    test_dir = Path("test_data") / name / "test_data_set_0"
+    write_test_data(folder / test_dir, graph.standard, inputs, reference, [o.name for o in proto.graph.output])
+    fp32 = ort.InferenceSession(str(folder / f"{graph.name}.onnx"), providers=["CPUExecutionProvider"])
+    return {
+        "onnx": f"{name}.onnx",
+        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "made_by": "the same step written in ONNX's standard operators only, for runtimes without "
+                   f"the contrib operators {graph.name}.onnx uses",
+        "domains": {},
+        "test_data": str(test_dir),
+        "parity_max_abs_diff": diffs,
+        "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(
+            session.run(None, inputs), fp32.run([o.name for o in session.get_outputs()], inputs)))),
+    }
+
+
+def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict) -> dict:
     """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation of `op_types`
     (int8 weights, activations quantised at run time), and its manifest entry: how it was made, the
-    contrib domain it needs, its largest output difference from fp32 on `inputs` (the graph's test
-    data), and the module's test metric for both files (`variant_metrics`), or why it was not measured."""
+    contrib domain it needs and its largest output difference from fp32 on `inputs` (the graph's
+    test data)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -339,19 +379,26 @@ def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict, module, 
     proto = onnx.load(str(target))
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)
                for p in (source, target)]
-    entry = {
+    return {
         "onnx": target.name,
         "quantization": f"onnxruntime.quantization.quantize_dynamic, {', '.join(op_types)}, int8 weights",
         "domains": contrib_domains(proto),
         "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(*outputs))),
     }
+
+
+def score_variants(folder: Path, graph_name: str, variants: dict, module, info: dict, config: dict):
+    """Each variant's `test`: the module's test metric for the graph's fp32 file and the variant's
+    (`variant_metrics`, every file scored once, the same way), or why it was not measured."""
+    files = {"fp32": f"{graph_name}.onnx", **{key: v["onnx"] for key, v in variants.items()}}
     try:
-        entry["test"] = module.variant_metrics(folder, graph_name, {"fp32": source.name, "int8": target.name},
-                                               info, config)
+        scores = module.variant_metrics(folder, graph_name, files, info, config)
     except (DataUnavailableError, ValueError) as e:  # no data here, or text the vocabulary cannot encode
-        entry["test"] = None                           # (a model fine-tuned on other text)
-        entry["test_note"] = f"not measured: {str(e).splitlines()[0]}"
-    return entry
+        for v in variants.values():                  # (a model fine-tuned on other text)
+            v["test"], v["test_note"] = None, f"not measured: {str(e).splitlines()[0]}"
+        return
+    for key, v in variants.items():
+        v["test"] = {"fp32": scores["fp32"], key: scores[key]}
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -549,7 +596,8 @@ def model_card(module, folder: Path, manifest: dict) -> str:
         lines.append("")
         if getattr(module, "EVAL_NOTE", None):
             lines += [module.EVAL_NOTE, ""]
-    variants = [(g, p, v) for g, spec in manifest["graphs"].items() for p, v in spec.get("variants", {}).items()]
+    variants = [(g, p, v) for g, spec in manifest["graphs"].items() for p, v in spec.get("variants", {}).items()
+                if "quantization" in v]
     if variants:
         lines += ["## Precision variants", "", "| graph | file | made by | needs | max abs diff vs fp32 | test (fp32 / variant) |",
                   "|---|---|---|---|---|---|"]
@@ -586,4 +634,17 @@ def model_card(module, folder: Path, manifest: dict) -> str:
                       "has them, and so do the programs built on it (ONNX Runtime GenAI, onnxruntime-web, "
                       "Triton's ONNX Runtime backend); another ONNX runtime runs the graph only if it "
                       "implements them.", ""]
+        standard = spec.get("variants", {}).get("standard")
+        if standard:
+            test = standard.get("test") or {}
+            scored = "; ".join(f"{k} {test['fp32'][k]:.4f} / {test['standard'][k]:.4f}" for k in test.get("fp32", {}))
+            lines += [f"`{standard['onnx']}` is the same step in ONNX's standard operators only (opset "
+                      f"{standard['opset']}), for runtimes that lack the ones `{spec['onnx']}` needs: checked against Keras and "
+                      f"the SavedModel as `{spec['onnx']}` is (max abs difference "
+                      f"{max(standard['parity_max_abs_diff'].values()):.2e}), with its own test data set "
+                      f"(`{standard['test_data']}`); its outputs differ from `{spec['onnx']}`'s by at most "
+                      f"{standard['max_abs_diff_vs_fp32']:.2e}" + (f"; test, {spec['onnx']} / this file: {scored}."
+                                                                  if scored else "."), ""]
+            if getattr(module, "STANDARD_NOTE", None):
+                lines += [module.STANDARD_NOTE, ""]
     return "\n".join(lines)

@@ -7,6 +7,8 @@ replaces; `zoo.export` checks it against Keras and the SavedModel exactly as it 
 output, so a wrong weight layout here refuses the export rather than shipping.
 """
 
+import collections
+
 import numpy as np
 
 
@@ -358,6 +360,69 @@ def layer_norms_as_ops(proto):
         rewritten += 1
     _drop_dead(g)
     return rewritten
+
+
+def pads_into_convs(proto):
+    """Folds each zero `Pad` that feeds a `Conv` (directly, or through the `Unsqueeze` and `Transpose`
+    tf2onnx puts between a Keras Conv1D's channels-last input and its Conv) into the Conv's own `pads`,
+    in place.
+
+    A Keras `Conv1D(padding="causal")` becomes Pad -> Unsqueeze -> Transpose -> Conv. OpenVINO 2026.4's
+    CPU plugin cannot compile that chain at a dilation of 64 or more when the time axis is dynamic
+    ("Can not clone with new dims"); with the padding on the Conv it compiles, and the graph has one
+    node less per convolution. A Pad is folded only when it is constant-mode with a zero (or absent)
+    value and constant, non-negative pads, each node from it to the Conv has it as its only reader,
+    the Conv has no padding of its own, and the Pad leaves the Conv's batch and channel axes alone.
+    Returns the number folded (the export's parity check vouches for the result)."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    readers = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            readers[i].append(n)
+    graph_outputs = {o.name for o in g.output}
+
+    def attr(node, name, default=None):
+        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+    folded = 0
+    for pad in [n for n in g.node if n.op_type == "Pad"]:
+        if attr(pad, "mode", b"constant") != b"constant" or len(pad.input) > 3 or pad.input[1] not in initializers:
+            continue
+        if len(pad.input) == 3 and pad.input[2] and np.any(initializers.get(pad.input[2], 1) != 0):
+            continue
+        pads = [int(p) for p in initializers[pad.input[1]]]
+        begin, end = pads[: len(pads) // 2], pads[len(pads) // 2 :]  # per axis of the Pad's input
+        chain, tensor = [], pad.output[0]
+        while tensor not in graph_outputs and len(readers[tensor]) == 1:
+            node = readers[tensor][0]
+            if node.op_type == "Unsqueeze" and len(node.input) == 2 and node.input[1] in initializers:
+                axes = initializers[node.input[1]].reshape(-1)
+                for axis in sorted(int(a) % (len(begin) + len(axes)) for a in axes):  # of the output's rank
+                    begin.insert(axis, 0)
+                    end.insert(axis, 0)
+            elif node.op_type == "Transpose" and attr(node, "perm") is not None:
+                perm = attr(node, "perm")
+                begin, end = [begin[p] for p in perm], [end[p] for p in perm]
+            else:
+                break
+            chain.append(node)
+            tensor = node.output[0]
+        conv = readers[tensor][0] if len(readers[tensor]) == 1 and tensor not in graph_outputs else None
+        if (conv is None or conv.op_type != "Conv" or conv.input[0] != tensor or min(pads) < 0
+                or attr(conv, "auto_pad", b"NOTSET") != b"NOTSET" or any(attr(conv, "pads", [0])) or begin[:2] != [0, 0]
+                or end[:2] != [0, 0]):
+            continue
+        (chain[0] if chain else conv).input[0] = pad.input[0]
+        for a in list(conv.attribute):
+            if a.name == "pads":
+                conv.attribute.remove(a)
+        conv.attribute.append(helper.make_attribute("pads", begin[2:] + end[2:]))
+        folded += 1
+    _drop_dead(g)
+    return folded
 
 
 def _tf2onnx_norms(g, needed):

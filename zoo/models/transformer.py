@@ -7,6 +7,7 @@ run on a whole prompt (prefill, empty cache) or on one new token given the cache
 """
 
 import dataclasses
+import functools
 import math
 
 import keras
@@ -288,7 +289,7 @@ def export_graphs(model):
                                                                              axis=2)
         return outputs
 
-    def example(rng):  # later positions random too: the graph must not read them
+    def example(rng, later=None):  # later positions random too (the graph must not read them), or `later`
         batch, past, new = int(rng.integers(1, 4)), int(rng.integers(0, 6)), int(rng.integers(1, 5))
         if batch > 1 and past > 0:  # several new positions after cached ones: one sequence only (ONNX Runtime's
             new = 1                 # GroupQueryAttention)
@@ -297,6 +298,8 @@ def export_graphs(model):
                   "position_ids": np.tile(np.arange(past, past + new, dtype=np.int64), (batch, 1))}
         for name in past_names:
             inputs[name] = rng.standard_normal((batch, h, capacity, d)).astype(np.float32)
+            if later is not None:
+                inputs[name][:, :, past + new :] = later
         return inputs
 
     axes = {"input_ids": ["batch", "sequence"], "position_ids": ["batch", "sequence"],
@@ -305,9 +308,26 @@ def export_graphs(model):
         axes[name] = axes[name.replace("past_key_values", "present")] = ["batch", h, "capacity", d]
     # Written in ONNX from the weights (zoo/onnx_build.py): tf2onnx's conversion has ~13 nodes per
     # LayerNormalization that no ONNX Runtime fusion recognises and ~130 shape nodes from the einsums.
-    return [Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
+    graph = Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
                   ranges={"input_ids": (0, model.vocab_size), "position_ids": (0, model.max_context)},
-                  build=lambda opset: onnx_build.transformer_decoder(model, opset))]
+                  build=lambda opset: onnx_build.transformer_decoder(model, opset))
+    # Its attention is ONNX Runtime's GroupQueryAttention; `decoder.standard.onnx` is ONNX's Attention over
+    # the whole capacity through a mask instead, for other runtimes. That graph's presents keep the past's
+    # later positions (the signature's clear them): it is checked on caches whose later positions are zeros.
+    graph.standard = dataclasses.replace(
+        graph, build=lambda opset: onnx_build.transformer_decoder(model, opset, attention="standard"),
+        example=functools.partial(example, later=0.0))
+    return [graph]
+
+
+STANDARD_NOTE = (
+    "`decoder.standard.onnx` has the same inputs and outputs; its contract differs in three ways. Its "
+    "presents keep the past's positions after the new ones (with past and present bound to one buffer, as "
+    "zoo.runtime and GenAI run the decoder, that changes nothing). Those positions must hold finite values "
+    "(zeros at first), since its attention reads the whole capacity through a mask. And several sequences "
+    "may add several positions after cached ones in one call. In ONNX Runtime it is slower a step than "
+    "`decoder.onnx` (README: Lean graphs and int8 variants)."
+)
 
 
 # int8 variant of the decoder (`decoder.int8.onnx`): onnxruntime's dynamic quantisation of its MatMuls

@@ -1,0 +1,71 @@
+"""The exports in another ONNX runtime, as one of its users would load them: OpenVINO (CPU plugin).
+
+Every graph ships at least one ONNX file in ONNX's standard ops (the graph itself, or its `standard`
+variant where the graph uses ONNX Runtime's contrib ops), and that file reproduces its test data set
+in OpenVINO with its shapes left dynamic, as exported.
+"""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tests.conftest import ROOT
+from zoo import registry
+
+SHIPPED = sorted(p.parent for p in (ROOT / "exports").glob("*/manifest.json"))
+
+
+def standard_files(folder):
+    """(graph, ONNX file, test data folder) of each file in `folder`'s manifest that needs no
+    operator outside ONNX's standard set."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = []
+    for graph, spec in manifest["graphs"].items():
+        for entry in [spec, *spec.get("variants", {}).values()]:
+            if not entry.get("domains"):
+                found.append((graph, entry["onnx"], entry.get("test_data")))
+    return manifest, found
+
+
+def run_in_openvino(path, test_data):
+    """Max abs difference of each output of `path` in OpenVINO from its test data's outputs."""
+    import openvino
+
+    read = lambda p: numpy_helper.to_array(onnx.load_tensor(str(p)))  # noqa: E731
+    proto = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name: read(test_data / f"input_{k}.pb") for k, i in enumerate(proto.graph.input)}
+    # f32: the CPU plugin's default on CPUs with bf16 units is bf16 arithmetic (differences of 0.01-0.1 here)
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(inputs)
+    diffs = {}
+    for k, output in enumerate(proto.graph.output):
+        want, got = read(test_data / f"output_{k}.pb"), result[compiled.output(output.name)]
+        assert got.shape == want.shape, (output.name, got.shape, want.shape)
+        diffs[output.name] = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    return diffs
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_graph_runs_in_openvino(folder):
+    manifest, files = standard_files(folder)
+    assert {graph for graph, _, _ in files} == set(manifest["graphs"]), "a graph ships only with contrib ops"
+    for graph, name, test_data in files:
+        if test_data is None:  # a precision variant: its outputs differ from fp32's by design
+            continue
+        diffs = run_in_openvino(folder / name, folder / test_data)
+        assert max(diffs.values()) <= manifest["parity_tolerance"], (name, diffs)
+
+
+@pytest.mark.parametrize("name", list(registry.MODELS))
+def test_every_exported_graph_runs_in_openvino(name, trained):
+    # The same on the tiny presets' exports: what `zoo export` writes today, not only what it wrote.
+    folder = trained(name)["export"]
+    manifest, files = standard_files(folder)
+    assert {graph for graph, _, _ in files} == set(manifest["graphs"]), "a graph ships only with contrib ops"
+    for graph, file, test_data in files:
+        if test_data is not None:
+            diffs = run_in_openvino(folder / file, folder / test_data)
+            assert max(diffs.values()) <= manifest["parity_tolerance"], (file, diffs)
