@@ -21,6 +21,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zoo import onnx_build  # noqa: E402
+
 MODES = ("subpixel", "phases", "col2im")
 
 
@@ -103,10 +106,7 @@ def rewrite(proto, mode):
         count += 1
     del g.node[:]
     g.node.extend(nodes)
-    read = {i for n in g.node for i in n.input}
-    kept = [i for i in g.initializer if i.name in read]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    onnx_build._drop_dead(g)  # the replaced kernels and biases
     return count
 
 
