@@ -69,3 +69,32 @@ def test_every_exported_graph_runs_in_openvino(name, trained):
         if test_data is not None:
             diffs = run_in_openvino(folder / file, folder / test_data)
             assert max(diffs.values()) <= manifest["parity_tolerance"], (file, diffs)
+
+
+def test_openvino_writes_the_runtime_greedy_text_with_the_standard_decoder():
+    # A whole generation outside ONNX Runtime, as a user of OpenVINO would write it: decoder.standard.onnx,
+    # the prompt in one call, then one token a call with the presents fed back as the pasts.
+    import openvino
+
+    from zoo.runtime import load, sample_text
+    from zoo.runtime.text import encode
+
+    folder = ROOT / "exports" / "transformer"
+    info = load(folder).runtime
+    prompt, length = "ROMEO:", 80
+    want = sample_text(load(folder), prompt, length=length, temperature=0.0)[0]
+    compiled = openvino.Core().compile_model(str(folder / "decoder.standard.onnx"), "CPU",
+                                             {"INFERENCE_PRECISION_HINT": "f32"})
+    shape = (1, info["num_heads"], len(prompt) + length, info["head_dim"])
+    past = {info["past"].format(i=i, kind=kind): np.zeros(shape, np.float32)
+            for i in range(info["num_layers"]) for kind in ("key", "value")}
+    ids = encode(prompt, info["vocabulary"]).astype(np.int64)[None]
+    positions = np.arange(ids.shape[1], dtype=np.int64)[None]
+    text = prompt
+    for _ in range(length):
+        out = compiled({"input_ids": ids, "position_ids": positions, **past})
+        token = int(out[compiled.output("logits")][0, -1].argmax())
+        text += info["vocabulary"][token]
+        past = {name: out[compiled.output(name.replace("past_key_values", "present"))] for name in past}
+        ids, positions = np.array([[token]], np.int64), positions[:, -1:] + 1
+    assert text == want
