@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from google.protobuf import text_format
@@ -57,7 +58,7 @@ def test_every_config_parses_and_matches_its_onnx_graph(folder, tmp_path):
         config = parse(tmp_path / name / "config.pbtxt")
         assert config.name == name and config.backend == "onnxruntime" and config.max_batch_size > 0
         model_file = tmp_path / name / "1" / "model.onnx"
-        assert model_file.read_bytes() == (folder / graph["onnx"]).read_bytes()
+        assert model_file.read_bytes() == (folder / triton.served_file(graph)).read_bytes()
         proto = onnx.load(str(model_file))
         inputs, outputs = onnx_tensors(proto.graph.input), onnx_tensors(proto.graph.output)
         states = {s.input_name: s for s in config.sequence_batching.state}
@@ -87,6 +88,33 @@ def test_the_recurrent_step_graphs_carry_their_state_in_triton(tmp_path):
     assert "past_key_values.0.key" in [i.name for i in decoder.input]
 
 
+@pytest.mark.parametrize("contrib_ops", [False, True])
+def test_the_served_decoder_and_a_batch_of_chunks_after_cached_positions(tmp_path, contrib_ops):
+    # Triton's dynamic batcher may put two clients' requests of the same shapes into one batch: here
+    # two sequences that each add 3 positions after 4 cached ones. The standard-ops decoder served by
+    # default runs it as each sequence alone; the GroupQueryAttention graph (--contrib-ops) refuses it.
+    import onnxruntime as ort
+
+    folder = ROOT / "exports" / "transformer"
+    triton.write_repository([folder], tmp_path, contrib_ops=contrib_ops)
+    served = tmp_path / "transformer_decoder" / "1" / "model.onnx"
+    assert served.read_bytes() == (folder / ("decoder.onnx" if contrib_ops else "decoder.standard.onnx")).read_bytes()
+    session = ort.InferenceSession(str(served), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    pasts = [i.name for i in session.get_inputs()][2:]
+    _, heads, _, head_dim = session.get_inputs()[2].shape
+    feed = {"input_ids": rng.integers(0, 65, (2, 3)), "position_ids": np.tile(np.arange(4, 7), (2, 1))}
+    feed.update({name: np.concatenate([rng.standard_normal((2, heads, 4, head_dim)), np.zeros((2, heads, 4, head_dim))],
+                                      axis=2).astype(np.float32) for name in pasts})
+    if contrib_ops:
+        with pytest.raises(Exception, match="batch_size must be 1"):
+            session.run(["logits"], feed)
+        return
+    together = session.run(["logits"], feed)[0]
+    alone = [session.run(["logits"], {k: v[row : row + 1] for k, v in feed.items()})[0] for row in (0, 1)]
+    np.testing.assert_allclose(together, np.concatenate(alone), atol=1e-5)
+
+
 def test_gpu_switch_and_graphs_without_a_batch_axis(tmp_path):
     triton.write_repository([ROOT / "exports" / "gan"], tmp_path, gpu=True)
     config = parse(tmp_path / "gan_generator" / "config.pbtxt")
@@ -105,6 +133,10 @@ def test_cli_writes_a_repository_and_refuses_a_missing_export(tmp_path):
                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         f"error: no export for gan in {tmp_path}/ (train or export it first)"]
+    for flag, served in (([], "decoder.standard.onnx"), (["--contrib-ops"], "decoder.onnx")):
+        assert triton.main(["transformer", "--out", str(tmp_path / "t"), *flag]) == 0
+        model = tmp_path / "t" / "transformer_decoder" / "1" / "model.onnx"
+        assert model.read_bytes() == (ROOT / "exports" / "transformer" / served).read_bytes()
 
 
 class FakeTriton:
