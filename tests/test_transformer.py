@@ -172,6 +172,12 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     assert len(int8[0]) == len(fp32[0]) == 31
     int8_file = str(folder / "decoder.int8.onnx")  # the int8 graph ran: prefill, decoding and the slide
     assert sum(s._model_path == int8_file for s in export._sessions.values()) == 1  # one session for all calls
+    # The standard-ops variant in the same loop (cache bound in place): the fp32 graph's text, greedy and seeded.
+    for opts in (dict(temperature=0.0), dict(temperature=1.0, seed=4, batch=3)):
+        assert sample_text(export, prompt, length=30, precision="standard", **opts) == \
+            sample_text(export, prompt, length=30, **opts)
+    standard_file = str(folder / "decoder.standard.onnx")
+    assert sum(s._model_path == standard_file for s in export._sessions.values()) == 1
 
 
 def test_cached_decoder_binds_its_cache_once_and_the_graph_writes_it_in_place(trained, monkeypatch):

@@ -37,8 +37,9 @@ def main(argv=None) -> int:
     s.add_argument("--out", default=None, help="image models: the PNG to write; audio models: the folder for .wav files")
     s.add_argument("--on-full", default="slide", choices=("slide", "refuse"),
                    help="models with a maximum context: slide the window, or refuse longer requests")
-    s.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
-                   help="text models: int8 runs the graph's int8 variant where the export has one (manifest: variants)")
+    s.add_argument("--precision", default="fp32", choices=("fp32", "int8", "standard"),
+                   help="text models: a variant of the graph where the export has one (manifest: variants): int8, "
+                        "or standard (the transformer's decoder in ONNX's standard ops only, fp32)")
     s.add_argument("--no-verify", action="store_true", help="skip the sha256 checks")
     args = parser.parse_args(argv)
     try:
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
                     print("-" * 40)
             return 0
         if args.precision != "fp32":
-            raise ValueError(f"--precision {args.precision}: only text models have int8 variants")
+            raise ValueError(f"--precision {args.precision}: only text models have variants")
         from zoo.runtime.images import KINDS as IMAGE_KINDS
 
         if kind in IMAGE_KINDS:

@@ -30,7 +30,8 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
 
     `on_full` (models with a maximum context): "slide" keeps generating by re-reading the last
     half of the context when it fills; "refuse" raises ValueError if prompt + length exceed it.
-    `precision`: "fp32" (default) or "int8", the graph's int8 variant where the export has one.
+    `precision`: "fp32" (default, the graph itself), or a variant the export has (manifest: the graph's
+    `variants`): "int8", or "standard" (the transformer's decoder in ONNX's standard ops only, fp32).
     """
     kind = export.runtime.get("kind")
     if kind not in ("text-recurrent", "text-cached"):
