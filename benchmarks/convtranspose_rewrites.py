@@ -24,11 +24,9 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zoo import onnx_build  # noqa: E402
 
+attr = onnx_build.attribute
+
 MODES = ("subpixel", "phases", "col2im")
-
-
-def attr(node, name, default=None):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def rewrite(proto, mode):

@@ -214,9 +214,6 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
     """Export the trained model in `run_dir` to `out_dir`; returns `out_dir`. `sample_defaults`
     replaces some of the model's sampling defaults (the runtime's, and the card's samples), e.g.
     {"per_label": 2} for a smaller grid."""
-    import onnx
-    import onnxruntime as ort
-
     from zoo.train import package_versions
 
     module = registry.get(name)
@@ -260,19 +257,12 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
                 "zoo.runtime": info,
                 "zoo.dataset": run.get("dataset", {}).get("name", ""),
             }
-            proto = to_onnx(g, metadata)
-            onnx.save(proto, str(tmp / f"{g.name}.onnx"))
-            session = ort.InferenceSession(str(tmp / f"{g.name}.onnx"), providers=["CPUExecutionProvider"])
-            diffs, inputs, reference = check_parity(
-                g, tf_fns[g.name], loaded.signatures[g.name], session, rng, tolerance
-            )
-            output_names = [o.name for o in proto.graph.output]
-            test_dir = Path("test_data") / g.name / "test_data_set_0"
-            write_test_data(tmp / test_dir, g, inputs, reference, output_names)
+            checks = (tf_fns[g.name], loaded.signatures[g.name], rng, tolerance)
+            proto, session, test_dir, diffs, inputs = write_checked(tmp, g, g.name, metadata, *checks)
             test_inputs[g.name] = inputs
             manifest_graphs[g.name] = {
                 "onnx": f"{g.name}.onnx",
-                "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                "opset": onnx_opset(proto),
                 "saved_model_signature": g.name,
                 "inputs": with_ranges(_describe(proto.graph.input), g.ranges, g.intervals),
                 "outputs": _describe(proto.graph.output),
@@ -283,8 +273,7 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
             if domains:
                 manifest_graphs[g.name]["domains"] = domains
             if g.standard is not None:
-                manifest_graphs[g.name]["variants"] = {"standard": standard_variant(
-                    tmp, g, metadata, tf_fns[g.name], loaded.signatures[g.name], rng, tolerance)}
+                manifest_graphs[g.name]["variants"] = {"standard": standard_variant(tmp, g, metadata, session, checks)}
 
         for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
             manifest_graphs[graph_name].setdefault("variants", {})["int8"] = int8_variant(
@@ -332,33 +321,47 @@ def contrib_domains(proto) -> dict:
     return {d: next(o.version for o in proto.opset_import if o.domain == d) for d in domains}
 
 
-def standard_variant(folder: Path, graph: Graph, metadata: dict, tf_fn, signature_fn, rng, tolerance) -> dict:
-    """`<graph>.standard.onnx` beside `<graph>.onnx`: `graph.standard`, the same step in ONNX's
-    standard ops, checked against Keras and the SavedModel as `graph` is (refused past `tolerance`),
-    with its own test data set; and its manifest entry."""
+def onnx_opset(proto) -> int:
+    """The graph's opset of ONNX's own operators."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def write_checked(folder: Path, graph: Graph, stem: str, metadata: dict, tf_fn, signature_fn, rng, tolerance):
+    """`<stem>.onnx` in `folder`: `graph` in ONNX (to_onnx), checked against Keras and the SavedModel
+    (check_parity: refused past `tolerance`), with its test data set in test_data/<stem>/. Returns
+    (proto, its ONNX Runtime session, the test data folder relative to `folder`, the parity
+    differences, the test data's inputs)."""
     import onnx
     import onnxruntime as ort
 
+    proto = to_onnx(graph, metadata)
+    onnx.save(proto, str(folder / f"{stem}.onnx"))
+    session = ort.InferenceSession(str(folder / f"{stem}.onnx"), providers=["CPUExecutionProvider"])
+    diffs, inputs, reference = check_parity(graph, tf_fn, signature_fn, session, rng, tolerance)
+    test_dir = Path("test_data") / stem / "test_data_set_0"
+    write_test_data(folder / test_dir, graph, inputs, reference, [o.name for o in proto.graph.output])
+    return proto, session, test_dir, diffs, inputs
+
+
+def standard_variant(folder: Path, graph: Graph, metadata: dict, fp32_session, checks: tuple) -> dict:
+    """`<graph>.standard.onnx` beside `<graph>.onnx` (whose session is `fp32_session`): `graph.standard`,
+    the same step in ONNX's standard ops, written and checked as `graph` is (`checks`: write_checked's
+    tf_fn, signature_fn, rng, tolerance), with its own test data set; and its manifest entry."""
     name = f"{graph.name}.standard"
-    proto = to_onnx(graph.standard, metadata)
-    if contrib_domains(proto):
-        raise ExportError(f"graph {name}: uses {contrib_domains(proto)}, not ONNX's standard ops only")
-    onnx.save(proto, str(folder / f"{name}.onnx"))
-    session = ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-    diffs, inputs, reference = check_parity(graph.standard, tf_fn, signature_fn, session, rng, tolerance)
-    test_dir = Path("test_data") / name / "test_data_set_0"
-    write_test_data(folder / test_dir, graph.standard, inputs, reference, [o.name for o in proto.graph.output])
-    fp32 = ort.InferenceSession(str(folder / f"{graph.name}.onnx"), providers=["CPUExecutionProvider"])
+    proto, session, test_dir, diffs, inputs = write_checked(folder, graph.standard, name, metadata, *checks)
+    domains = contrib_domains(proto)
+    if domains:
+        raise ExportError(f"graph {name}: uses {domains}, not ONNX's standard ops only")
     return {
         "onnx": f"{name}.onnx",
-        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "opset": onnx_opset(proto),
         "made_by": "the same step written in ONNX's standard operators only, for runtimes without "
                    f"the contrib operators {graph.name}.onnx uses",
         "domains": {},
         "test_data": str(test_dir),
         "parity_max_abs_diff": diffs,
         "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(
-            session.run(None, inputs), fp32.run([o.name for o in session.get_outputs()], inputs)))),
+            session.run(None, inputs), fp32_session.run([o.name for o in session.get_outputs()], inputs)))),
     }
 
 

@@ -362,6 +362,13 @@ def layer_norms_as_ops(proto):
     return rewritten
 
 
+def attribute(node, name: str, default=None):
+    """A node's attribute value by name (`default` where the node does not set it)."""
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
 def pads_into_convs(proto):
     """Folds each zero `Pad` that feeds a `Conv` (directly, or through the `Unsqueeze` and `Transpose`
     tf2onnx puts between a Keras Conv1D's channels-last input and its Conv) into the Conv's own `pads`,
@@ -383,13 +390,9 @@ def pads_into_convs(proto):
         for i in n.input:
             readers[i].append(n)
     graph_outputs = {o.name for o in g.output}
-
-    def attr(node, name, default=None):
-        return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
     folded = 0
     for pad in [n for n in g.node if n.op_type == "Pad"]:
-        if attr(pad, "mode", b"constant") != b"constant" or len(pad.input) > 3 or pad.input[1] not in initializers:
+        if attribute(pad, "mode", b"constant") != b"constant" or len(pad.input) > 3 or pad.input[1] not in initializers:
             continue
         if len(pad.input) == 3 and pad.input[2] and np.any(initializers.get(pad.input[2], 1) != 0):
             continue
@@ -403,8 +406,8 @@ def pads_into_convs(proto):
                 for axis in sorted(int(a) % (len(begin) + len(axes)) for a in axes):  # of the output's rank
                     begin.insert(axis, 0)
                     end.insert(axis, 0)
-            elif node.op_type == "Transpose" and attr(node, "perm") is not None:
-                perm = attr(node, "perm")
+            elif node.op_type == "Transpose" and attribute(node, "perm") is not None:
+                perm = attribute(node, "perm")
                 begin, end = [begin[p] for p in perm], [end[p] for p in perm]
             else:
                 break
@@ -412,7 +415,7 @@ def pads_into_convs(proto):
             tensor = node.output[0]
         conv = readers[tensor][0] if len(readers[tensor]) == 1 and tensor not in graph_outputs else None
         if (conv is None or conv.op_type != "Conv" or conv.input[0] != tensor or min(pads) < 0
-                or attr(conv, "auto_pad", b"NOTSET") != b"NOTSET" or any(attr(conv, "pads", [0])) or begin[:2] != [0, 0]
+                or attribute(conv, "auto_pad", b"NOTSET") != b"NOTSET" or any(attribute(conv, "pads", [0])) or begin[:2] != [0, 0]
                 or end[:2] != [0, 0]):
             continue
         (chain[0] if chain else conv).input[0] = pad.input[0]
