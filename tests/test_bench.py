@@ -141,3 +141,33 @@ def test_compare_graphs_keeps_the_arrays_it_binds_alive_while_it_times(trained, 
     monkeypatch.setattr(bench, "alternated", checking)
     path = trained("transformer")["export"] / "decoder.onnx"
     bench.compare_graphs(path, path, past=5, rounds=1, steps=3, threads=(1,))
+
+
+def test_lstm_rewrites_compute_the_shipped_step(trained, tmp_path):
+    # benchmarks/lstm_rewrites.py (record benchmarks/compare-lstm-rewrites.md): the timed rewrites must be
+    # the same step as the export's, from its own weights, or their speed-ups mean nothing; the If graph
+    # keeps the step's any-length contract.
+    import importlib.util
+
+    import onnxruntime as ort
+
+    spec = importlib.util.spec_from_file_location("lstm_rewrites", ROOT / "benchmarks" / "lstm_rewrites.py")
+    rewrites = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rewrites)
+    step = trained("lstm")["export"] / "step.onnx"
+    rewrites.main(str(step), str(tmp_path))
+    shipped = ort.InferenceSession(str(step), providers=["CPUExecutionProvider"])
+    hidden, vocab = shipped.get_inputs()[1].shape[1], shipped.get_outputs()[0].shape[2]
+    rng = np.random.default_rng(0)
+
+    def feeds(batch, time):
+        return {"tokens": rng.integers(0, vocab, (batch, time)).astype(np.int32),
+                **{n: (rng.standard_normal((batch, hidden)) * 0.7).astype(np.float32) for n in rewrites.STATE}}
+
+    for name, times in (("token", (1,)), ("if", (1, 5)), ("weights", ())):
+        session = ort.InferenceSession(str(tmp_path / f"step.{name}.onnx"), providers=["CPUExecutionProvider"])
+        for time in times:
+            feed = feeds(3, time)
+            for want, got in zip(shipped.run(None, feed), session.run(None, feed)):
+                assert want.shape == got.shape and np.abs(want - got).max() < 1e-5, (name, time)
+        assert [o.name for o in session.get_outputs()] == [o.name for o in shipped.get_outputs()]
