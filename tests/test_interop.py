@@ -1,8 +1,9 @@
-"""The exports in another ONNX runtime, as one of its users would load them: OpenVINO (CPU plugin).
+"""The exports in other ONNX runtimes, as their users would load them: OpenVINO (CPU plugin) and
+tract (sonos, Rust, through its Python bindings).
 
 Every graph ships at least one ONNX file in ONNX's standard ops (the graph itself, or its `standard`
 variant where the graph uses ONNX Runtime's contrib ops), and that file reproduces its test data set
-in OpenVINO with its shapes left dynamic, as exported.
+in each runtime with its shapes left dynamic, as exported.
 """
 
 import json
@@ -30,45 +31,62 @@ def standard_files(folder):
     return manifest, found
 
 
-def run_in_openvino(path, test_data):
-    """Max abs difference of each output of `path` in OpenVINO from its test data's outputs."""
+def run_in_openvino(path, inputs: dict, output_names: list) -> list:
     import openvino
 
-    read = lambda p: numpy_helper.to_array(onnx.load_tensor(str(p)))  # noqa: E731
-    proto = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name: read(test_data / f"input_{k}.pb") for k, i in enumerate(proto.graph.input)}
     # f32: the CPU plugin's default on CPUs with bf16 units is bf16 arithmetic (outputs 0.01-0.12 from the test data here)
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled(inputs)
+    return [result[compiled.output(name)] for name in output_names]
+
+
+def run_in_tract(path, inputs: dict, output_names: list) -> list:
+    import tract
+
+    runnable = tract.onnx().load(str(path)).into_model().into_runnable()  # optimised, shapes left symbolic
+    return [value.to_numpy() for value in runnable.run(list(inputs.values()))]  # in the graph's order
+
+
+RUNTIMES = {"openvino": run_in_openvino, "tract": run_in_tract}
+
+
+def differences(runtime, path, test_data) -> dict:
+    """Max abs difference of each output of `path` in `runtime` from its test data's outputs."""
+    read = lambda p: numpy_helper.to_array(onnx.load_tensor(str(p)))  # noqa: E731
+    proto = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name: read(test_data / f"input_{k}.pb") for k, i in enumerate(proto.graph.input)}
+    names = [o.name for o in proto.graph.output]
     diffs = {}
-    for k, output in enumerate(proto.graph.output):
-        want, got = read(test_data / f"output_{k}.pb"), result[compiled.output(output.name)]
-        assert got.shape == want.shape, (output.name, got.shape, want.shape)
-        diffs[output.name] = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
+    for k, (name, got) in enumerate(zip(names, RUNTIMES[runtime](path, inputs, names))):
+        want = read(test_data / f"output_{k}.pb")
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        diffs[name] = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
     return diffs
 
 
-def check_in_openvino(folder):
+def check_in(runtime, folder):
     """Every graph of the export in `folder` has a standard-ops file, and each such file with a test
     data set (a precision variant has none: its outputs differ from fp32's by design) reproduces it in
-    OpenVINO within the export's parity tolerance."""
+    `runtime` within the export's parity tolerance."""
     manifest, files = standard_files(folder)
     assert {graph for graph, _, _ in files} == set(manifest["graphs"]), "a graph ships only with contrib ops"
     for graph, name, test_data in files:
         if test_data is not None:
-            diffs = run_in_openvino(folder / name, folder / test_data)
+            diffs = differences(runtime, folder / name, folder / test_data)
             assert max(diffs.values()) <= manifest["parity_tolerance"], (name, diffs)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_graph_runs_in_openvino(folder):
-    check_in_openvino(folder)
+def test_every_shipped_graph_runs_in_another_runtime(folder, runtime):
+    check_in(runtime, folder)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("name", list(registry.MODELS))
-def test_every_exported_graph_runs_in_openvino(name, trained):
+def test_every_exported_graph_runs_in_another_runtime(name, runtime, trained):
     # The same on the tiny presets' exports: what `zoo export` writes today, not only what it wrote.
-    check_in_openvino(trained(name)["export"])
+    check_in(runtime, trained(name)["export"])
 
 
 def test_openvino_writes_the_runtime_greedy_text_with_the_standard_decoder():

@@ -180,7 +180,14 @@ def test_wavenet_network_convolutions_carry_their_causal_padding(trained):
     model = load_model(run["run"] / "model.keras")
     pads = sorted(next(a.ints[1] for a in n.attribute if a.name == "pads") for n in proto.graph.node
                   if n.op_type == "Conv" and any(a.name == "pads" for a in n.attribute))
-    assert "Pad" not in op_counts(run["export"] / "network.onnx")
+    # the one Pad left is the silent frames around the mel (SILENT_FRAME, not zero), not a causal one
+    from onnx import numpy_helper
+
+    from zoo.runtime.audio import SILENT_FRAME
+
+    values = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    left = [values[n.input[2]] for n in proto.graph.node if n.op_type == "Pad"]
+    assert len(left) == 1 and np.allclose(left[0], SILENT_FRAME) and SILENT_FRAME != 0, left
     assert pads == sorted(model.dilations), pads
 
 
@@ -239,3 +246,63 @@ def test_pads_stay_where_the_conv_cannot_take_them(case):
     proto = _padded_conv(**case)
     assert onnx_build.pads_into_convs(proto) == 0
     assert [n.op_type for n in proto.graph.node].count("Pad") == 1
+
+
+def _tf2onnx(fn, *specs):
+    import tensorflow as tf
+    import tf2onnx
+
+    function = tf.function(fn, input_signature=list(specs))
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=17)
+    return proto
+
+
+def _run(proto, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_tf2onnx_shape_arithmetic_becomes_constants_with_the_same_values():
+    # zoo.onnx_build.shapes_as_constants: tract refuses a Reshape whose shape is computed at run time.
+    # Here a tensordot (Dense on [B, T, C]), a reshape and an `x[:, None]` as tf2onnx writes them; the
+    # shapes are read off two runs, and a third size, in neither run, gives the same outputs.
+    import tensorflow as tf
+
+    kernel = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+
+    def fn(x):
+        return {"dense": tf.tensordot(x, kernel, axes=1),  # [B, T, 3]
+                "pairs": tf.reshape(x, [tf.shape(x)[0], -1, 2, 4]), "wide": x[:, None] * 2.0}
+
+    before = _tf2onnx(fn, tf.TensorSpec([None, None, 4], tf.float32, name="x"))
+    after = onnx.ModelProto.FromString(before.SerializeToString())
+    rng = np.random.default_rng(1)
+    feed = lambda b, t: {"x": rng.standard_normal((b, t, 4)).astype(np.float32)}  # noqa: E731
+    counts = onnx_build.shapes_as_constants(after, [feed(2, 6), feed(3, 10)])
+    assert counts == {"full_slices": 1, "tensordots": 1, "reshapes": 1}, counts
+    ops = [n.op_type for n in after.graph.node]
+    assert "Shape" not in ops and ops.count("Reshape") == 1 and len(ops) < len(before.graph.node), ops
+    onnx.checker.check_model(after, full_check=True)
+    for size in [(5, 8), (1, 2)]:
+        x = feed(*size)
+        for want, got in zip(_run(before, x), _run(after, x)):
+            assert want.shape == got.shape and np.allclose(want, got, atol=1e-6), size
+
+
+def test_a_shape_the_runs_cannot_pin_stays_computed():
+    # [B * T, C] back to [B, T, C] with B and T from another input: two axes that are neither constant
+    # nor the input's own (one -1 at most), and a reshape whose runs disagree, stay as tf2onnx wrote them.
+    import tensorflow as tf
+
+    def fn(x, like):
+        return {"y": tf.reshape(x, [tf.shape(like)[0], tf.shape(like)[1], 4])}
+
+    specs = (tf.TensorSpec([None, 4], tf.float32, name="x"), tf.TensorSpec([None, None], tf.float32, name="like"))
+    proto = _tf2onnx(fn, *specs)
+    rng = np.random.default_rng(2)
+    feed = lambda b, t: {"x": rng.standard_normal((b * t, 4)).astype(np.float32),  # noqa: E731
+                         "like": np.zeros((b, t), np.float32)}
+    assert onnx_build.shapes_as_constants(proto, [feed(2, 3), feed(3, 5)])["reshapes"] == 0
+    x = feed(4, 6)
+    assert _run(proto, x)[0].shape == (4, 6, 4)

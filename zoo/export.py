@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import registry
+from zoo import onnx_build, registry
 from zoo.models import load_model
 from zoo.config import ZooError
 from zoo.files import write_json
@@ -89,6 +89,17 @@ def _set_axes(value_infos, axes):
                 d.dim_value = int(want)
 
 
+def shape_probes(graph: Graph) -> list:
+    """Inputs that `onnx_build.shapes_as_constants` reads a tf2onnx graph's shapes off: three random
+    examples (random sizes) and the first again with each dynamic axis twice as long (tiled, so its
+    values stay valid), from a generator of their own (the parity check's draws stay as they were)."""
+    rng = np.random.default_rng(0)
+    examples = [graph.example(rng) for _ in range(3)]
+    doubled = {name: np.tile(value, [2 if isinstance(d, str) else 1 for d in graph.axes[name]])
+               if name in graph.axes else value for name, value in examples[0].items()}
+    return examples + [doubled]
+
+
 def to_onnx(graph: Graph, metadata: dict):
     import onnx
     import tf2onnx
@@ -102,6 +113,8 @@ def to_onnx(graph: Graph, metadata: dict):
             )
         if graph.rewrite is not None:
             graph.rewrite(proto)
+        # run-time shape arithmetic as constants: other runtimes (tract) need a Reshape's shape up front
+        onnx_build.shapes_as_constants(proto, shape_probes(graph))
     _set_axes(proto.graph.input, graph.axes)
     _set_axes(proto.graph.output, graph.axes)
     # tf2onnx orders outputs by sorted name; use the order `axes` lists them in (next_h_0, next_c_0, ...).

@@ -428,6 +428,110 @@ def pads_into_convs(proto):
     return folded
 
 
+def shapes_as_constants(proto, feeds: list) -> dict:
+    """Rewrites, in place, the shape arithmetic tf2onnx writes around reshapes into constants, for
+    runtimes that need a Reshape's shape before the graph runs (tract 0.23 refuses "shape input is
+    variable"). Three steps, each where the graph allows it:
+    - a Slice of every element (starts 0, ends past any size, steps 1: tf2onnx's `x[:, None]`) is
+      dropped, its readers reading its input;
+    - a tensordot, Reshape [..., K] -> [n, K], MatMul by a constant [K, N], Reshape back to [..., N],
+      becomes the MatMul alone, which takes the leading axes as they are;
+    - a Reshape whose shape is computed gets a constant shape: each output axis of one size in every
+      run as that size, one that is always the input's axis at its place as 0 (ONNX's "copy"), and
+      at most one other as -1.
+    What a shape is, is read off ONNX Runtime runs of the graph on `feeds` (a list of input dicts
+    whose dynamic sizes differ), and a rewrite is made only where every run agrees with it; the
+    export's parity check on other random sizes vouches for the result. Returns the counts."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    outputs = {o.name for o in g.output}
+    counts = {"full_slices": 0, "tensordots": 0, "reshapes": 0}
+
+    rename = {}
+    for node in list(g.node):
+        if (node.op_type == "Slice" and node.output[0] not in outputs and len(node.input) >= 3
+                and all(i in initializers for i in node.input[1:] if i)):
+            starts, ends = initializers[node.input[1]], initializers[node.input[2]]
+            steps = initializers[node.input[4]] if len(node.input) > 4 and node.input[4] else 1
+            if np.all(starts == 0) and np.all(ends >= 10**9) and np.all(steps == 1):
+                rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+                g.node.remove(node)
+                counts["full_slices"] += 1
+    for node in g.node:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    _drop_dead(g)
+
+    reshapes = [n for n in g.node if n.op_type == "Reshape"]
+    if not reshapes:
+        return counts
+    probe = proto.__class__()
+    probe.CopyFrom(proto)
+    names = []
+    for k, node in enumerate(reshapes):
+        for tensor in (node.input[0], node.output[0]):
+            names.append(f"shape_probe_{len(names)}")
+            probe.graph.node.append(helper.make_node("Shape", [tensor], [names[-1]]))
+            probe.graph.output.append(helper.make_tensor_value_info(names[-1], 7, None))  # int64
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = [session.run(names, feed) for feed in feeds]
+    shapes = {node.output[0]: [([int(v) for v in run[2 * k]], [int(v) for v in run[2 * k + 1]]) for run in runs]
+              for k, node in enumerate(reshapes)}  # Reshape output -> (input shape, output shape) per run
+
+    producer = {o: n for n in g.node for o in n.output}
+    readers = collections.Counter(i for n in g.node for i in n.input)
+    for back in reshapes:
+        matmul = producer.get(back.input[0])
+        if (matmul is None or matmul.op_type != "MatMul" or matmul.input[1] not in initializers
+                or initializers[matmul.input[1]].ndim != 2 or readers[matmul.output[0]] != 1):
+            continue
+        flat = producer.get(matmul.input[0])
+        if flat is None or flat.op_type != "Reshape" or readers[flat.output[0]] != 1 or flat.output[0] in outputs:
+            continue
+        if all(len(x) >= 2 and xf == [int(np.prod(x[:-1])), x[-1]] and y == x[:-1] + [yf[-1]]
+               for (x, xf), (yf, y) in zip(shapes[flat.output[0]], shapes[back.output[0]])):
+            matmul.input[0], matmul.output[0] = flat.input[0], back.output[0]
+            g.node.remove(back)
+            counts["tensordots"] += 1
+    _drop_dead(g)
+
+    for node in g.node:
+        if node.op_type != "Reshape" or node.input[1] in initializers or attribute(node, "allowzero", 0):
+            continue
+        seen = shapes[node.output[0]]
+        if len({len(y) for _, y in seen}) != 1:
+            continue
+        constant = []
+        for axis in range(len(seen[0][1])):
+            sizes = {y[axis] for _, y in seen}
+            if len(sizes) == 1:
+                constant.append(sizes.pop())
+            elif all(axis < len(x) and y[axis] == x[axis] for x, y in seen):
+                constant.append(0)
+            else:
+                constant.append(-1)
+        if constant.count(-1) > 1 or not all(_reshaped(x, constant) == y for x, y in seen):
+            continue
+        name = f"{node.output[0]}/constant_shape"
+        g.initializer.append(numpy_helper.from_array(np.array(constant, np.int64), name))
+        initializers[name] = constant
+        node.input[1] = name
+        counts["reshapes"] += 1
+    _drop_dead(g)
+    return counts
+
+
+def _reshaped(shape: list, target: list) -> list:
+    """The shape ONNX's Reshape (allowzero 0) gives `shape` for the target `target`."""
+    out = [shape[i] if v == 0 else v for i, v in enumerate(target)]
+    if -1 in out:
+        known = int(np.prod([v for v in out if v != -1]))
+        out[out.index(-1)] = int(np.prod(shape)) // known if known else -1
+    return out
+
+
 def _tf2onnx_norms(g, needed):
     """tf2onnx's conversions of Keras normalisation layers, each found by its `.../moments/mean`
     ReduceMean: (scope, its nodes by name within the scope, (scale, epsilon, offset)) for each scope

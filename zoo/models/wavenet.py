@@ -397,8 +397,10 @@ class WaveNet(keras.Model):
     def condition(self, mel, digit):
         """mel [B, F, M], digit [B] -> every layer's gate bias per frame [B, F, layers * 2C]."""
         pad = self.frame_layers  # silent frames on either side: each convolution eats one at each end
-        silent = tf.fill(tf.stack([tf.shape(mel)[0], pad, MEL_BINS]), SILENT_FRAME)
-        h = tf.tanh(self.frame_conv(tf.concat([silent, mel, silent], axis=1)) + self.frame_digit(digit)[:, None, :])
+        # (a Pad of constant size: tf.fill of [batch, pad, M] converts to an Expand whose shape is
+        # computed at run time, which tract refuses)
+        padded = tf.pad(mel, [[0, 0], [pad, pad], [0, 0]], constant_values=SILENT_FRAME)
+        h = tf.tanh(self.frame_conv(padded) + self.frame_digit(digit)[:, None, :])
         for conv in self.frame_convs:
             h = h[:, 1:-1] + tf.tanh(conv(h))
         return self.condition_projection(h)
@@ -408,7 +410,9 @@ class WaveNet(keras.Model):
 
     def call(self, samples, mel, digit, training=False):
         time = tf.shape(samples)[1]
-        per_sample = tf.repeat(self.condition(mel, digit), HOP, axis=1)[:, :time]  # frame t // HOP at sample t
+        # frame t // HOP at sample t (a Gather: tf.repeat and a slice to `time` convert to shape
+        # arithmetic that tract cannot follow)
+        per_sample = tf.gather(self.condition(mel, digit), tf.range(time) // HOP, axis=1)
         conditions = tf.split(per_sample, len(self.blocks), axis=-1)
         x, zs = self.embedding(samples), []
         for block, condition in zip(self.blocks, conditions):
@@ -435,8 +439,8 @@ class WaveNet(keras.Model):
     def prior_params(self, frames, digit, training=False):
         """Teacher forcing: frames [B, F, M] -> the prior's outputs for each of them (from the
         silent "go" frame and the frames before it)."""
-        go = tf.fill(tf.stack([tf.shape(frames)[0], 1, MEL_BINS]), SILENT_FRAME)
-        return self.prior(tf.concat([go, frames[:, :-1]], axis=1), digit, training=training)
+        shifted = tf.pad(frames[:, :-1], [[0, 0], [1, 0], [0, 0]], constant_values=SILENT_FRAME)  # go frame first
+        return self.prior(shifted, digit, training=training)
 
     def prior_step(self, frame, digit, state):
         return self.prior.step(frame, digit, state)
