@@ -116,3 +116,41 @@ def test_openvino_writes_the_runtime_greedy_text_with_the_standard_decoder():
         past = {name: out[compiled.output(name.replace("past_key_values", "present"))] for name in past}
         ids, positions = np.array([[token]], np.int64), positions[:, -1:] + 1
     assert text == want
+
+
+def test_tract_generates_the_runtime_wavenet_clip():
+    # The two-stage generation outside ONNX Runtime: zoo.runtime.audio's numpy loops (the prior frame
+    # by frame, then the vocoder one sample a call, its queues fed back) around tract's runs of the
+    # three graphs give ONNX Runtime's clip, sample for sample.
+    import tract
+
+    from zoo.runtime import load
+    from zoo.runtime.audio import check_request, generate, generate_clips
+
+    folder = ROOT / "exports" / "wavenet"
+    export = load(folder)
+    info = export.runtime
+    want = generate(export, "3", seconds=0.25, seed=0)[0]
+    digits, max_frames = check_request(info, "3", 0.25, 1.0, info["sample_defaults"]["mel_temperature"])
+
+    def graph(name):  # a callable over the graph's inputs in order -> its outputs by name
+        runnable = tract.onnx().load(str(folder / f"{info[name]}.onnx")).into_model().into_runnable()
+        outputs = [o.name for o in onnx.load(str(folder / f"{info[name]}.onnx"), load_external_data=False).graph.output]
+        return lambda *inputs: dict(zip(outputs, (v.to_numpy() for v in runnable.run(list(inputs)))))
+
+    prior, condition, step = graph("prior_graph"), graph("condition_graph"), graph("step_graph")
+    queues = [np.zeros((1, d * info["residual_channels"]), np.float32) for d in info["dilations"]]
+
+    def vocoder_step(sample, row):
+        out = step(sample.astype(np.int32), row, *queues)
+        queues[:] = [out[f"next_queue.{i}"] for i in range(len(queues))]
+        return out["logits"]
+
+    def prior_step(frame, digit, state):
+        out = prior(frame, digit, state)
+        return [out[k] for k in ("mixture_logits", "means", "log_scales", "stop_logit", "next_state")]
+
+    clips, _, _ = generate_clips(prior_step, lambda frames, digits: condition(frames, digits)["condition"],
+                                 vocoder_step, digits.astype(np.int32), max_frames, state_size=info["prior_state"],
+                                 temperature=1.0, mel_temperature=info["sample_defaults"]["mel_temperature"], seed=0)
+    assert len(want) > 0 and np.array_equal(clips[0], want)
