@@ -1,5 +1,5 @@
-"""The exports in other ONNX runtimes, as their users would load them: OpenVINO (CPU plugin) and
-tract (sonos, Rust, through its Python bindings).
+"""The exports in other ONNX runtimes, as their users would load them: OpenVINO (CPU plugin), tract
+(sonos, Rust, through its Python bindings) and the onnx package's own reference evaluator.
 
 Every graph ships at least one ONNX file in ONNX's standard ops (the graph itself, or its `standard`
 variant where the graph uses ONNX Runtime's contrib ops), and that file reproduces its test data set
@@ -47,7 +47,13 @@ def run_in_tract(path, inputs: dict, output_names: list) -> list:
     return [value.to_numpy() for value in runnable.run(list(inputs.values()))]  # in the graph's order
 
 
-RUNTIMES = {"openvino": run_in_openvino, "tract": run_in_tract}
+def run_in_onnx_reference(path, inputs: dict, output_names: list) -> list:
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(str(path)).run(output_names, inputs)
+
+
+RUNTIMES = {"openvino": run_in_openvino, "tract": run_in_tract, "onnx-reference": run_in_onnx_reference}
 
 
 def differences(runtime, path, test_data) -> dict:

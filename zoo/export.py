@@ -115,6 +115,7 @@ def to_onnx(graph: Graph, metadata: dict):
             graph.rewrite(proto)
         # run-time shape arithmetic as constants: other runtimes (tract) need a Reshape's shape up front
         onnx_build.shapes_as_constants(proto, shape_probes(graph))
+        onnx_build.one_hot_depths_as_scalars(proto)  # onnx's reference evaluator takes no other depth
     _set_axes(proto.graph.input, graph.axes)
     _set_axes(proto.graph.output, graph.axes)
     # tf2onnx orders outputs by sorted name; use the order `axes` lists them in (next_h_0, next_c_0, ...).

@@ -523,6 +523,28 @@ def shapes_as_constants(proto, feeds: list) -> dict:
     return counts
 
 
+def one_hot_depths_as_scalars(proto) -> int:
+    """Gives each `OneHot` whose depth is a constant 1-element tensor (as tf2onnx writes it, and as
+    ONNX allows) a scalar depth instead, in place: onnx's reference evaluator (onnx 1.23) takes only
+    a scalar there. Returns the number changed."""
+    from onnx import numpy_helper
+
+    g = proto.graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    changed = 0
+    for node in g.node:
+        depth = initializers.get(node.input[1]) if node.op_type == "OneHot" else None
+        if depth is not None and depth.shape == (1,):
+            name = f"{node.input[1]}/scalar"
+            if name not in initializers:
+                initializers[name] = depth.reshape(())
+                g.initializer.append(numpy_helper.from_array(initializers[name], name))
+            node.input[1] = name
+            changed += 1
+    _drop_dead(g)
+    return changed
+
+
 def _reshaped(shape: list, target: list) -> list:
     """The shape ONNX's Reshape (allowzero 0) gives `shape` for the target `target`."""
     out = [shape[i] if v == 0 else v for i, v in enumerate(target)]
