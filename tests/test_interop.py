@@ -43,7 +43,7 @@ def run_in_openvino(path, inputs: dict, output_names: list) -> list:
 def run_in_tract(path, inputs: dict, output_names: list) -> list:
     import tract
 
-    runnable = tract.onnx().load(str(path)).into_model().into_runnable()  # optimised, shapes left symbolic
+    runnable = tract.onnx().load(str(path)).into_model().into_runnable()  # shapes left symbolic, as exported
     return [value.to_numpy() for value in runnable.run(list(inputs.values()))]  # in the graph's order
 
 
