@@ -75,13 +75,9 @@ def token_nodes(b: GraphBuilder, w: dict, hidden: int, out=lambda name: name):
     b.op("Unsqueeze", [logits, b.const("axis1", i64(1))], outputs=[out("logits")])
 
 
-def interface(proto):
-    return list(proto.graph.input), list(proto.graph.output)
-
-
-def finish(b: GraphBuilder, proto, nodes=None):
-    inputs, outputs = interface(proto)
-    graph = helper.make_graph(nodes or b.nodes, b.name, inputs, outputs, b.initializers)
+def finish(b: GraphBuilder, proto):
+    """`b`'s nodes as a model with the shipped step's inputs, outputs, opsets and IR version."""
+    graph = helper.make_graph(b.nodes, b.name, list(proto.graph.input), list(proto.graph.output), b.initializers)
     return helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
 
 
@@ -95,12 +91,11 @@ def if_graph(proto, hidden):
     then = GraphBuilder("one_token", prefix="t_")
     token_nodes(then, weights(proto), hidden, out=lambda name: f"t_{name}")
     shipped = [onnx.NodeProto() for _ in proto.graph.node]
-    outer = {i.name for i in proto.graph.input}
+    outer = {i.name for i in proto.graph.input} | {i.name for i in proto.graph.initializer}
     for copy, node in zip(shipped, proto.graph.node):  # the shipped nodes, outputs renamed apart
         copy.CopyFrom(node)
         copy.output[:] = [f"e_{name}" for name in node.output]
-        copy.input[:] = [name if not name or name in outer or name in weights(proto) else f"e_{name}"
-                         for name in node.input]
+        copy.input[:] = [name if not name or name in outer else f"e_{name}" for name in node.input]
 
     def branch(name, nodes, initializers, prefix):
         return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{prefix}{o}", onnx.TensorProto.FLOAT, None)

@@ -443,7 +443,7 @@ def shapes_as_constants(proto, feeds: list) -> dict:
     whose dynamic sizes differ), and a rewrite is made only where every run agrees with it; the
     export's parity check on other random sizes vouches for the result. Returns the counts."""
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     g = proto.graph
     initializers = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -474,7 +474,7 @@ def shapes_as_constants(proto, feeds: list) -> dict:
         for tensor in (node.input[0], node.output[0]):
             names.append(f"shape_probe_{len(names)}")
             probe.graph.node.append(helper.make_node("Shape", [tensor], [names[-1]]))
-            probe.graph.output.append(helper.make_tensor_value_info(names[-1], 7, None))  # int64
+            probe.graph.output.append(helper.make_tensor_value_info(names[-1], TensorProto.INT64, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     runs = [session.run(names, feed) for feed in feeds]
     shapes = {node.output[0]: [([int(v) for v in run[2 * k]], [int(v) for v in run[2 * k + 1]]) for run in runs]
