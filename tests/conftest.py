@@ -8,6 +8,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 RECURRENT = ["rnn", "lstm"]
 TEXT_MODELS = RECURRENT + ["transformer"]
+# An int8 variant's test loss may be this much worse than fp32's (nats/char), on any CPU. The tiny
+# models' variants came out within 0.002 of fp32 both on a CPU with VNNI and on an emulated AVX2 one
+# without; the saturating u8s8 setting used before moved the tiny transformer's by 0.072 there.
+INT8_MARGIN = 0.01
 
 
 def shared_tfds():

@@ -12,7 +12,7 @@ from zoo.train import package_versions
 
 def fake_export(folder):
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text('{"model": "fake"}')
+    (folder / "manifest.json").write_text('{"model": "fake", "files": {"step.onnx": {"sha256": "0", "bytes": 1}}}')
     return folder
 
 
@@ -25,6 +25,7 @@ def test_a_record_becomes_the_readme_table(tmp_path):
     assert record["tables"]["recurrent"]["rows"] == [["ONNX Runtime", 1, 8819.4], ["TF eager", 1, 10.25]]
     assert record["command"] == "make bench ARGS=x" and record["machine"]["cpus"] >= 1
     assert set(record["packages"]) == set(package_versions()) and len(record["export"]["manifest_sha256"]) == 64
+    assert len(record["export"]["timed_files_sha256"]) == 64
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:recurrent -->\nold figures\n<!-- /bench:recurrent -->\n"
@@ -57,15 +58,14 @@ def test_readme_speed_tables_are_the_committed_records(tmp_path):
 
 
 def test_every_record_measured_the_committed_export():
-    """Each benchmarks/<model>.json names the sha256 of the manifest of the export it timed: a
-    re-exported model, or a model card edited since (the manifest lists the card's checksum), fails
-    until `make bench ARGS="--models <model>"` measures it again."""
-    import hashlib
-
+    """Each benchmarks/<model>.json names the digest of the export files it timed (bench.timed_files_sha256:
+    graphs, test data, Keras model, SavedModel): a re-exported model fails until
+    `make bench ARGS="--models <model>"` measures it again; a card or manifest rewritten over the same
+    graphs, or a new int8 variant, which no benchmark runs, does not."""
     for record in bench.read_records(ROOT / bench.RECORDS):
         manifest = ROOT / record["export"]["folder"] / "manifest.json"
         assert manifest.is_file(), f"{record['model']}: the record's export {manifest} is missing"
-        assert hashlib.sha256(manifest.read_bytes()).hexdigest() == record["export"]["manifest_sha256"], (
+        assert bench.timed_files_sha256(json.loads(manifest.read_text())) == record["export"]["timed_files_sha256"], (
             f"benchmarks/{record['model']}.json timed another export than exports/{record['model']}: "
             f"run make bench ARGS=\"--models {record['model']}\"")
 

@@ -145,7 +145,7 @@ def test_runtime_cli_errors(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, argv, message", [
-    ("gan", ["--per-label", "0"], "error: per_label must be >= 1"),
+    ("gan", ["--per-label", "0"], "error: per_label must be >= 1, got 0"),
     ("wavenet", ["--seconds", "0"], "error: seconds must be a positive number (the longest clip), got 0.0"),
     ("wavenet", ["--digits", "1,x"], "error: digits must be integers separated by commas, got '1,x'"),
 ])
@@ -342,3 +342,103 @@ def test_each_kind_samples_from_the_runtime_info_it_declares_and_refuses_an_expo
     with pytest.raises(ExportFormatError, match="its format is 'zoo-export/0', this runtime reads 'zoo-export/1'"):
         runtime.load(folder)
     assert main(["sample", str(folder), "--out", str(tmp_path / "out")]) == 1  # the CLI says so, exits 1
+
+
+def test_samplers_refuse_bad_arguments_in_one_line_before_allocating(trained):
+    """Counts, lengths, steps and numbers a client could send: each a one-line ValueError naming the
+    argument, huge ones refused by the call-size bound before any array is made."""
+    from zoo.runtime import audio
+    from zoo.runtime.images import sample_images
+    from zoo.runtime.text import sample_text
+
+    gan, diffusion = runtime.load(trained("gan")["export"]), runtime.load(trained("diffusion")["export"])
+    pixelcnn, lstm = runtime.load(trained("pixelcnn")["export"]), runtime.load(trained("lstm")["export"])
+    transformer, wavenet = runtime.load(trained("transformer")["export"]), runtime.load(trained("wavenet")["export"])
+    prompt = lstm.runtime["vocabulary"][:3]
+    cases = [
+        (lambda: sample_images(gan, "1", per_label=0), r"^per_label must be >= 1, got 0$"),
+        (lambda: sample_images(gan, "1", per_label=2.5), r"^per_label must be a whole number, got 2.5$"),
+        (lambda: sample_images(gan, "1", per_label=True), r"^per_label must be a whole number"),
+        (lambda: sample_images(gan, "1", per_label=10**12), r"^graph 'generator' at batch 1000000000000 needs .* over "
+                                                             r"this runtime's limit of 1.0 GiB a call"),
+        (lambda: sample_images(pixelcnn, "1", per_label=10**9), r"^graph 'network' at batch 1000000000, rows \d+ needs"),
+        (lambda: sample_images(gan, "1", seed=-1), r"^seed must be >= 0, got -1$"),
+        (lambda: sample_images(gan, [1.5]), r"^labels must be integers in 0..9, got \[1.5\]$"),
+        (lambda: sample_images(gan, [10**30]), r"^labels must be in 0..9"),
+        (lambda: sample_images(diffusion, "1", steps=0), r"^steps must be from 1 to \d+, got 0$"),
+        (lambda: sample_images(diffusion, "1", steps=10**9), r"^steps must be from 1 to \d+"),
+        (lambda: sample_images(diffusion, "1", eta=float("nan")), r"^eta must be a finite number >= 0, got nan$"),
+        (lambda: sample_images(diffusion, "1", guidance="2"), r"^guidance must be a number, got '2'$"),
+        (lambda: sample_images(diffusion, "1", sampler="euler"), r"^sampler must be 'ddim' or 'ddpm', got 'euler'$"),
+        (lambda: sample_images(diffusion, "1", per_label=10**8), r"^graph 'denoiser' at batch 200000000 needs"),
+        (lambda: sample_text(lstm, prompt, length=-1), r"^length must be >= 0, got -1$"),
+        (lambda: sample_text(lstm, prompt, length=1.0), r"^length must be a whole number, got 1.0$"),
+        (lambda: sample_text(lstm, prompt, batch=0), r"^batch must be >= 1, got 0$"),
+        (lambda: sample_text(lstm, prompt, batch=10**9), r"^graph 'step' at batch 1000000000, time 3 needs"),
+        (lambda: sample_text(lstm, prompt, length=10**12), r"^1 x 1000000000003 characters need more than"),
+        (lambda: sample_text(lstm, prompt, temperature=float("inf")), r"^temperature must be a finite number >= 0"),
+        (lambda: sample_text(lstm, prompt, top_k=-3), r"^top_k must be >= 0, got -3$"),
+        (lambda: sample_text(lstm, None), r"^the prompt must be a string of at least one character, got None$"),
+        (lambda: sample_text(lstm, prompt, precision=["int8"]), r"^precision must be a string"),
+        (lambda: sample_text(transformer, prompt, batch=10**8), r"^graph 'decoder' at batch 100000000"),
+        (lambda: audio.generate(wavenet, "7", seconds=float("nan")), r"^seconds must be a finite number, got nan$"),
+        (lambda: audio.generate(wavenet, "7", 0.01, temperature=-1), r"^temperature must be a finite number >= 0, got -1$"),
+        (lambda: audio.generate(wavenet, [7] * 10**6, seconds=0.01), r"^graph 'step' at batch 1000000 needs"),
+        (lambda: audio.generate(wavenet, "7", 0.01, seed=1.5), r"^seed must be a whole number, got 1.5$"),
+        (lambda: audio.resynthesize(wavenet, np.zeros((2, 100), np.float32), 3), r"^audio must be a non-empty 1-D"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message) as caught:
+            call()
+        assert "\n" not in str(caught.value)
+
+
+def test_the_call_size_bound_counts_inputs_outputs_and_the_largest_intermediate(trained, monkeypatch):
+    export = runtime.load(trained("gan")["export"])
+    graph = export.graph("generator")
+    assert graph["intermediates"] and all(isinstance(i["bytes"], int) for i in graph["intermediates"])
+    per_image = 4 * (export.runtime["latent_dim"] + 1 + 28 * 28)  # z, label, image
+    largest = max(i["bytes"] * int(np.prod([d for d in i["shape"] if isinstance(d, int)])) for i in graph["intermediates"])
+    assert largest > 0
+    fits = 2**20 // (per_image + largest)
+    small = runtime.load(trained("gan")["export"], max_call_bytes=2**20)
+    small.check_call("generator", {"batch": fits})
+    with pytest.raises(ValueError, match=rf"^graph 'generator' at batch {2**20 // per_image} needs .* over this "
+                                         r"runtime's limit of 1.0 MiB a call"):
+        small.check_call("generator", {"batch": 2**20 // per_image})  # inputs and outputs alone would fit
+    monkeypatch.setenv("ZOO_MAX_CALL_BYTES", str(2**20))
+    assert runtime.load(trained("gan")["export"]).max_call_bytes == 2**20
+    feed = {"z": np.zeros((fits + 1, export.runtime["latent_dim"]), np.float32), "label": np.zeros(fits + 1, np.int32)}
+    with pytest.raises(ValueError, match=r"^graph 'generator' at batch \d+ needs"):
+        small.run("generator", feed)
+    small.run("generator", {k: v[:fits] for k, v in feed.items()})
+
+
+def test_cached_decoder_positions_are_checked_before_onnxruntime(trained):
+    export = runtime.load(trained("transformer")["export"])
+    info = export.runtime
+
+    def feed(positions, capacity=8):
+        positions = np.array(positions, np.int64)
+        pasts = {name: np.zeros((len(positions), info["num_heads"], capacity, info["head_dim"]), np.float32)
+                 for name in runtime.text.cache_names(info)}
+        return {"input_ids": np.zeros_like(positions), "position_ids": positions, **pasts}
+
+    for positions, capacity, message in (
+            ([[8]], 8, r"^input 'position_ids' goes up to 8, past the cache's capacity of 8 positions"),
+            ([[0, 2]], 8, r"^input 'position_ids' must run on by one in each row"),
+            ([[3, 4], [3, 4]], 8, r"^a call that adds several positions after cached ones takes one sequence"),
+            ([[0]], info["max_context"] + 1, r"holds \d+ positions, more than the model's context")):
+        for precision in ("fp32", "int8"):
+            with pytest.raises(ValueError, match=message):
+                export.run("decoder", feed(positions, capacity), precision=precision)
+    export.run("decoder", feed([[0, 1], [0, 1]]))  # a prefill of two sequences from position 0
+    export.run("decoder", feed([[3], [5]]))  # one new position each after cached ones
+    export.run("decoder", feed([[0, 2]]), precision="standard")  # the standard graph has no such rule
+
+
+def test_empty_axes_are_refused(trained):
+    export = runtime.load(trained("pixelcnn")["export"])
+    inputs = _valid_inputs(export, "network")
+    with pytest.raises(ValueError, match=r"^input 'image' axis 0 \(batch\) must be at least 1, got shape \(0,"):
+        export.run("network", {k: v[:0] for k, v in inputs.items()})

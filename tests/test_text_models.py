@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import RECURRENT, TEXT_MODELS, mock_data
+from tests.conftest import INT8_MARGIN, RECURRENT, TEXT_MODELS, mock_data
 from zoo import data as zdata
+from zoo.runtime.core import INT8_CPU_FLAGS
 from zoo import registry
 
 VOCAB = "\n !,.:;?abcdefghijklmnopqrstuvwxyz"
@@ -92,7 +93,10 @@ def test_lstm_exports_an_int8_step_that_the_runtime_runs_on_request(trained):
     variant = export.graph("step")["variants"]["int8"]
     assert variant["onnx"] == "step.int8.onnx" and "step.int8.onnx" in export.manifest["files"]
     assert variant["domains"] == {"com.microsoft": 1}  # DynamicQuantizeLSTM
-    assert 0 < variant["max_abs_diff_vs_fp32"] < 0.1
+    # made so that no CPU's int8 kernels saturate (7-bit weights), and says on which CPU it was measured
+    assert variant["quantize_dynamic"] == {"op_types_to_quantize": ["LSTM", "MatMul"], "per_channel": True,
+                                           "reduce_range": True}
+    assert set(variant["measured_on"]["flags"]) <= set(INT8_CPU_FLAGS) and variant["measured_on"]["cpu"]
     assert variant["test"] is not None or variant["test_note"].startswith("not measured: ")
     prompt = export.runtime["vocabulary"][-1]
     fp32 = sample_text(export, prompt, length=20, temperature=0.0)
@@ -122,7 +126,8 @@ def test_onnx_scoring_of_variants_equals_keras_recurrent_nll(trained):
         scores = variant_metrics(t["export"], "step", {"fp32": "step.onnx", "int8": "step.int8.onnx"},
                                  load_runtime_info(t["export"]), {"dataset": t["cfg"].dataset})
     assert scores["fp32"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=1e-5)
-    assert scores["int8"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=0.05)
+    # what a user of the variant cares about, on any CPU: its test loss within INT8_MARGIN of fp32's
+    assert abs(scores["int8"]["test_nats_per_char"] - scores["fp32"]["test_nats_per_char"]) <= INT8_MARGIN
     # In short chunks the state must be carried from one call to the next to give the same figure.
     import onnxruntime as ort
 

@@ -6,7 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.conftest import INT8_MARGIN
 from zoo import registry, runtime
+from zoo.runtime.core import INT8_CPU_FLAGS
 
 VOCAB = "\n !,.:;?abcdefghijklmnopqrstuvwxyz"
 
@@ -156,7 +158,10 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
     folder, model = run["export"], run["model"]
     export = runtime.load(folder)  # verifies every file, decoder.int8.onnx included
     variant = export.graph("decoder")["variants"]["int8"]
-    assert variant["onnx"] == "decoder.int8.onnx" and 0 < variant["max_abs_diff_vs_fp32"] < 0.1
+    assert variant["onnx"] == "decoder.int8.onnx"
+    # made so that no CPU's int8 kernels saturate (7-bit weights), and says on which CPU it was measured
+    assert variant["quantize_dynamic"] == {"op_types_to_quantize": ["MatMul"], "reduce_range": True}
+    assert set(variant["measured_on"]["flags"]) <= set(INT8_CPU_FLAGS) and variant["measured_on"]["cpu"]
     ops = {n.op_type for n in onnx.load(str(folder / "decoder.int8.onnx")).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     with mock_data():
@@ -165,7 +170,8 @@ def test_int8_decoder_variant_is_scored_like_keras_and_sampled_on_request(traine
         scores = variant_metrics(folder, "decoder", {"fp32": "decoder.onnx", "int8": "decoder.int8.onnx"},
                                  export.runtime, {"dataset": run["cfg"].dataset})
     assert scores["fp32"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=1e-5)
-    assert scores["int8"]["test_nats_per_char"] == pytest.approx(keras_nats, abs=0.05)
+    # what a user of the variant cares about, on any CPU: its test loss within INT8_MARGIN of fp32's
+    assert abs(scores["int8"]["test_nats_per_char"] - scores["fp32"]["test_nats_per_char"]) <= INT8_MARGIN
     prompt = export.runtime["vocabulary"][-1]
     fp32 = sample_text(export, prompt, length=30, temperature=0.0)  # past the context: the slide too
     int8 = sample_text(export, prompt, length=30, temperature=0.0, precision="int8")

@@ -390,9 +390,9 @@ def test_generation_is_seeded_and_checks_its_request(trained):
         generate(export, "1", seconds=0)
     with pytest.raises(ValueError, match=r"^seconds must be at most 0.064 \(the prior's 4 frames\), got 5"):
         generate(export, "1", seconds=5)
-    with pytest.raises(ValueError, match="^mel_temperature must be a number >= 0, got -1"):
+    with pytest.raises(ValueError, match="^mel_temperature must be a finite number >= 0, got -1"):
         generate(export, "1", 0.03, mel_temperature=-1)
-    with pytest.raises(ValueError, match="^temperature must be a number >= 0, got nan"):
+    with pytest.raises(ValueError, match="^temperature must be a finite number >= 0, got nan"):
         generate(export, "1", 0.03, temperature=float("nan"))
 
 

@@ -169,3 +169,42 @@ def test_every_shipped_graph_opens_in_onnxruntime_web():
         assert page.errors() == []
     finally:
         page.close()
+
+
+def test_the_worker_refuses_bad_arguments_in_one_line_and_keeps_working(tiny):
+    """What a page (or another program posting to the worker) could send: each a one-line error naming
+    the argument, huge counts refused before anything is allocated; the worker answers the next call."""
+    page, _ = tiny
+    cases = [
+        ("images", dict(model="gan", labels="1", perLabel=0, seed=0), r"^perLabel must be >= 1, got 0$"),
+        ("images", dict(model="gan", labels="1", perLabel=2.5, seed=0), r"^perLabel must be a whole number, got 2.5$"),
+        ("images", dict(model="gan", labels="1", perLabel=10**9, seed=0), r"^graph generator at batch 1000000000 needs"),
+        ("images", dict(model="gan", labels="1", perLabel=1, seed=-1), r"^seed must be >= 0, got -1$"),
+        ("images", dict(model="gan", labels="1,x", perLabel=1, seed=0), r"^labels must be integers in 0..9"),
+        ("images", dict(model="vae", labels="many", perLabel=1, seed=0), r"^labels must be a whole number"),
+        ("interpolate", dict(model="vae", seed=0, rows=10**6, steps=10**3), r"^graph decoder at batch 1000000000 needs"),
+        ("diffusion", dict(labels="1", perLabel=1, steps=0, guidance=1, seed=0), r"^steps must be from 1 to \d+, got 0$"),
+        ("diffusion", dict(labels="1", perLabel=1, steps=2, guidance="2", seed=0), r'^guidance must be a number, got "2"$'),
+        ("diffusion", dict(labels="1", perLabel=10**8, steps=2, guidance=1, seed=0), r"^graph denoiser at batch 200000000"),
+        ("text", dict(model="lstm", prompt=5, length=3, temperature=0, topK=0, seed=0), r"^the prompt must be a string, got 5$"),
+        ("text", dict(model="lstm", prompt="a", length=-1, temperature=0, topK=0, seed=0), r"^length must be from 0 to"),
+        ("text", dict(model="lstm", prompt="a", length=3, temperature=-1, topK=0, seed=0),
+         r"^temperature must be a finite number >= 0, got -1$"),
+        ("text", dict(model="transformer", prompt="a", length=3, temperature=0, topK=1.5, seed=0),
+         r"^topK must be a whole number, got 1.5$"),
+        ("speech", dict(digits="1", seconds="x", temperature=0, melTemperature=0, seed=0), r'^seconds must be a number, got "x"$'),
+        ("speech", dict(digits="", seconds=0.01, temperature=0, melTemperature=0, seed=0), r"^digits must be integers"),
+        ("speech", dict(digits="1", seconds=0.01, temperature=0, melTemperature=-2, seed=0),
+         r"^melTemperature must be a finite number >= 0, got -2$"),
+    ]
+    import re
+
+    for task, params, message in cases:
+        result = page.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "zooTest.call(arguments[0], arguments[1]).then(() => done({}), (e) => done({error: e.message}));",
+            task, params)
+        assert re.search(message, result.get("error", "")), (task, params, result)
+        assert "\n" not in result["error"]
+    got = page.call("images", model="gan", labels="1", perLabel=1, seed=0)  # the worker is still there
+    assert got["dims"][0] == 1

@@ -45,7 +45,11 @@ const tasks = {
   async images({ model, labels, perLabel, seed, z }, progress) {
     const exp = await load(model);
     const info = exp.runtime;
-    const classes = info.conditional ? zoo.parseClasses(labels, info.num_classes) : [...Array(Number(labels) || 1).keys()];
+    zoo.checkCount("perLabel", perLabel, 1);
+    zoo.checkCount("seed", seed);
+    const classes = info.conditional ? zoo.parseClasses(labels, info.num_classes)
+      : [...Array(zoo.checkCount("labels", labels === undefined ? 1 : Number(labels), 1)).keys()];
+    exp.checkCall(info.graph, { batch: classes.length * perLabel });
     const flat = classes.flatMap((c) => new Array(perLabel).fill(c));
     const random = zoo.rng(seed);
     const result = await zoo.generateImages(exp, flat, latents(random, flat.length, info.latent_dim, z));
@@ -54,6 +58,10 @@ const tasks = {
 
   async interpolate({ model, seed, rows, steps }) {
     const exp = await load(model);
+    zoo.checkCount("seed", seed);
+    zoo.checkCount("rows", rows, 1);
+    zoo.checkCount("steps", steps, 2);
+    exp.checkCall(exp.runtime.graph, { batch: rows * steps });
     const dim = exp.runtime.latent_dim, random = zoo.rng(seed);
     const z = new Float32Array(rows * steps * dim);
     for (let r = 0; r < rows; r++) z.set(zoo.slerpRow(zoo.normals(random, dim), zoo.normals(random, dim), steps), r * steps * dim);
@@ -65,6 +73,12 @@ const tasks = {
     const exp = await load(model);
     const info = exp.runtime;
     const classes = zoo.parseClasses(labels, info.num_classes);
+    zoo.checkCount("perLabel", perLabel, 1);
+    zoo.checkCount("seed", seed);
+    zoo.checkCount("steps", steps, 1, info.schedule.steps);
+    zoo.checkNumber("guidance", guidance);
+    zoo.checkNumber("eta", eta, 0);
+    exp.checkCall(info.graph, { batch: 2 * classes.length * perLabel }); // guidance runs two batches together
     const flat = classes.flatMap((c) => new Array(perLabel).fill(c));
     const random = zoo.rng(seed);
     const size = flat.length * info.height * info.width;
@@ -79,6 +93,15 @@ const tasks = {
 
   async text({ model, prompt, length, temperature, topK, seed }, progress) {
     const exp = await load(model);
+    if (typeof prompt !== "string") throw new zoo.ExportError(`the prompt must be a string, got ${JSON.stringify(prompt)}`);
+    zoo.checkCount("length", length, 0, 1 << 24);
+    zoo.checkNumber("temperature", temperature, 0);
+    zoo.checkCount("topK", topK);
+    zoo.checkCount("seed", seed);
+    const info = exp.runtime;
+    exp.checkCall(info.graph, info.kind === "text-cached"
+      ? { batch: 1, sequence: Math.min(prompt.length, info.max_context), capacity: info.max_context }
+      : { batch: 1, time: prompt.length });
     let pending = "", last = performance.now();
     const onChar = (c) => { // stream in small batches: a message a character would flood the page
       pending += c;
@@ -94,6 +117,12 @@ const tasks = {
     const exp = await load(model);
     const info = exp.runtime;
     const wanted = zoo.parseClasses(digits, info.num_classes, "digits");
+    zoo.checkNumber("seconds", seconds);
+    zoo.checkNumber("temperature", temperature, 0);
+    zoo.checkNumber("melTemperature", melTemperature, 0);
+    zoo.checkCount("seed", seed);
+    for (const graph of [info.step_graph, info.prior_graph]) exp.checkCall(graph, { batch: wanted.length });
+    exp.checkCall(info.condition_graph, { batch: wanted.length, frames: info.max_frames });
     let last = 0;
     const onProgress = (what, done, total) => {
       const now = performance.now();

@@ -30,6 +30,52 @@ export function normals(random, n) {
 
 export class ExportError extends Error {}
 
+// --- Arguments (zoo.runtime.core's check_count, check_number and Export.check_call) --------------
+
+// One call's inputs, outputs and largest intermediate at most (zoo.runtime's default; a WebAssembly
+// page has 4 GiB in all).
+export const MAX_CALL_BYTES = 2 ** 30;
+
+export function checkCount(name, value, min = 0, max = Infinity) {
+  if (typeof value !== "number" || !Number.isInteger(value)) throw new ExportError(`${name} must be a whole number, got ${JSON.stringify(value)}`);
+  if (value < min || value > max) throw new ExportError(`${name} must be ${max === Infinity ? `>= ${min}` : `from ${min} to ${max}`}, got ${value}`);
+  return value;
+}
+
+export function checkNumber(name, value, min = -Infinity, max = Infinity) {
+  if (typeof value !== "number") throw new ExportError(`${name} must be a number, got ${JSON.stringify(value)}`);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    const bounds = [min > -Infinity ? `>= ${min}` : "", max < Infinity ? `<= ${max}` : ""].filter(Boolean).join(" ");
+    throw new ExportError(`${name} must be a finite number${bounds ? " " + bounds : ""}, got ${value}`);
+  }
+  return value;
+}
+
+export function dimension(d, sizes) {
+  // A manifest dimension: a size, or an expression ("batch*frames + 6") of +, -, *, // over names and integers.
+  if (typeof d === "number") return d;
+  const tokens = String(d).match(/\/\/|[A-Za-z_][A-Za-z0-9_]*|\d+|[+\-*()]|\S/g) || [];
+  let at = 0;
+  const atom = () => {
+    const t = tokens[at++];
+    if (t === "(") { const v = sum(); at++; return v; }
+    if (/^\d+$/.test(t)) return Number(t);
+    if (/^[A-Za-z_]/.test(t)) return sizes[t] ?? 1;
+    throw new ExportError(`the manifest's dimension ${JSON.stringify(d)} is not an expression this page reads`);
+  };
+  const product = () => {
+    let v = atom();
+    while (tokens[at] === "*" || tokens[at] === "//") v = tokens[at++] === "*" ? v * atom() : Math.floor(v / atom());
+    return v;
+  };
+  const sum = () => {
+    let v = product();
+    while (tokens[at] === "+" || tokens[at] === "-") v = tokens[at++] === "+" ? v + product() : v - product();
+    return v;
+  };
+  return Math.max(0, sum());
+}
+
 async function fetchOk(url, what) {
   let response;
   try {
@@ -73,6 +119,22 @@ export class Export {
     const graph = this.manifest.graphs[name];
     if (!graph) throw new ExportError(`no graph ${name} in ${this.base}`);
     return graph;
+  }
+
+  checkCall(name, sizes) {
+    // Refuses a call of graph `name` at `sizes` ({batch: 64, ...}) whose inputs, outputs and largest
+    // intermediate would take more than MAX_CALL_BYTES, before anything is allocated.
+    const graph = this.graph(name);
+    const bytes = (spec, size) => size * spec.shape.reduce((n, d) => n * dimension(d, sizes), 1);
+    const itemsize = (dtype) => ({ float32: 4, int32: 4, int64: 8, uint8: 1, bool: 1 }[dtype] ?? 8);
+    let total = 0;
+    for (const spec of [...graph.inputs, ...graph.outputs]) total += bytes(spec, itemsize(spec.dtype));
+    total += Math.max(0, ...(graph.intermediates || []).map((spec) => bytes(spec, spec.bytes)));
+    if (total > MAX_CALL_BYTES) {
+      const at = Object.entries(sizes).map(([k, v]) => `${k} ${v}`).join(", ");
+      throw new ExportError(`graph ${name} at ${at} needs ${(total / 2 ** 20).toFixed(1)} MiB, over the page's limit of ` +
+        `${MAX_CALL_BYTES / 2 ** 20} MiB a call: ask for fewer`);
+    }
   }
 
   async session(name) {

@@ -459,6 +459,16 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
 
 
+def timed_files_sha256(manifest: dict) -> str:
+    """A digest of the export files a benchmark times: every file the manifest lists (graphs, test data,
+    model.keras, the SavedModel) but the model card and the precision variants (`<graph>.int8.onnx`,
+    `<graph>.standard.onnx` and their test data), which no benchmark of `make bench` runs. A record names
+    it, so that a manifest or card rewritten over the same graphs keeps its records."""
+    timed = sorted((path, info["sha256"]) for path, info in manifest["files"].items()
+                   if path != "README.md" and ".int8." not in path and ".standard" not in path)
+    return hashlib.sha256(json.dumps(timed).encode()).hexdigest()
+
+
 def write_record(folder, name, export_dir, tables: dict, command: str) -> Path:
     """`folder/<name>.json`: {table id: {"title", "rows": [[engine, batch, value], ...]}} with the date,
     the command, the machine, the package versions (as training and export record them) and the
@@ -468,7 +478,8 @@ def write_record(folder, name, export_dir, tables: dict, command: str) -> Path:
     manifest = Path(export_dir) / "manifest.json"
     record = {"model": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
               "machine": machine(), "packages": package_versions(),
-              "export": {"folder": str(export_dir), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()},
+              "export": {"folder": str(export_dir), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+                         "timed_files_sha256": timed_files_sha256(json.loads(manifest.read_text()))},
               "tables": {tid: {"title": title, "rows": [[engine, batch, value] for _, engine, batch, value in rows]}
                          for tid, (title, rows) in tables.items() if rows}}
     path = Path(folder) / f"{name}.json"

@@ -34,7 +34,7 @@ from zoo.models import load_model
 from zoo.config import ZooError
 from zoo.files import write_json
 from zoo.data import DataUnavailableError
-from zoo.runtime.core import FORMAT, sha256_file
+from zoo.runtime.core import FORMAT, INT8_CPU_FLAGS, sha256_file
 
 OPSET = 17
 # The first onnxruntime release that runs a graph of this opset (graphs built above OPSET: the
@@ -177,6 +177,20 @@ def record_input_ranges(folder) -> dict:
     return manifest
 
 
+def record_intermediates(folder) -> dict:
+    """Add each graph's `intermediates` (onnx_build.intermediates) to the manifest of an export made
+    before the manifest recorded them (manifest.json is not among the files it checksums, so the
+    export still verifies). Returns the updated manifest."""
+    import onnx
+
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for spec in manifest["graphs"].values():
+        spec["intermediates"] = onnx_build.intermediates(onnx.load(str(folder / spec["onnx"])))
+    write_json(folder / "manifest.json", manifest)  # a published export's: never half written
+    return manifest
+
+
 def check_parity(graph, tf_fn, signature_fn, session, rng, tolerance, trials=3):
     """Max abs difference of each output: Keras vs SavedModel vs ONNX Runtime, on random inputs.
 
@@ -282,6 +296,8 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
                 "outputs": _describe(proto.graph.output),
                 "test_data": str(test_dir),
                 "parity_max_abs_diff": diffs,
+                # its largest tensors between inputs and outputs: zoo.runtime bounds a call's memory with them
+                "intermediates": onnx_build.intermediates(proto),
             }
             domains = contrib_domains(proto)  # operators a runtime beyond ONNX's standard set must have
             if domains:
@@ -289,9 +305,9 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
             if g.standard is not None:
                 manifest_graphs[g.name]["variants"] = {"standard": standard_variant(tmp, g, metadata, session, checks)}
 
-        for graph_name, op_types in getattr(module, "INT8_GRAPHS", {}).items():
+        for graph_name, settings in getattr(module, "INT8_GRAPHS", {}).items():
             manifest_graphs[graph_name].setdefault("variants", {})["int8"] = int8_variant(
-                tmp, graph_name, op_types, test_inputs[graph_name])
+                tmp, graph_name, settings, test_inputs[graph_name])
         for graph_name, spec in manifest_graphs.items():
             if spec.get("variants") and hasattr(module, "variant_metrics"):
                 score_variants(tmp, graph_name, spec["variants"], module, info, run.get("config") or {})
@@ -379,29 +395,62 @@ def standard_variant(folder: Path, graph: Graph, metadata: dict, fp32_session, c
     }
 
 
-def int8_variant(folder: Path, graph_name: str, op_types, inputs: dict) -> dict:
-    """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation of `op_types`
-    (int8 weights, activations quantised at run time), and its manifest entry: how it was made, the
-    contrib domain it needs and its largest output difference from fp32 on `inputs` (the graph's
-    test data)."""
-    import onnx
+def int8_variant(folder: Path, graph_name: str, settings: dict, inputs: dict) -> dict:
+    """`<graph>.int8.onnx` beside `<graph>.onnx` by onnxruntime's dynamic quantisation (`quantize_int8`
+    with `settings`: the op types and quantize_dynamic's options), and its manifest entry: how it was
+    made, the contrib domain it needs, its largest output difference from fp32 on `inputs` (the graph's
+    test data) and the CPU features of the machine that measured it (int8 kernels differ between CPUs)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from zoo.runtime.core import cpu_features
 
     source, target = folder / f"{graph_name}.onnx", folder / f"{graph_name}.int8.onnx"
-    # onnx's shape inference knows no contrib op's output type (the transformer's GroupQueryAttention):
-    # tensors it leaves untyped are float32, as every activation here is
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    proto = onnx.load(str(target))
+    proto = quantize_int8(source, target, settings)
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, inputs)
                for p in (source, target)]
+    options = {k: v for k, v in settings.items() if k != "op_types"}
     return {
         "onnx": target.name,
-        "quantization": f"onnxruntime.quantization.quantize_dynamic, {', '.join(op_types)}, int8 weights",
+        "quantization": f"onnxruntime.quantization.quantize_dynamic, {', '.join(settings['op_types'])}, "
+                        + ", ".join(f"{k}={v}" for k, v in {"weight_type": "QInt8", **options}.items()),
+        "quantize_dynamic": {"op_types_to_quantize": list(settings["op_types"]), **options},
         "domains": contrib_domains(proto),
         "max_abs_diff_vs_fp32": float(max(np.max(np.abs(a - b)) for a, b in zip(*outputs))),
+        "measured_on": cpu_features(),
     }
+
+
+def int8_portability(options: dict) -> str:
+    """What an int8 variant made with quantize_dynamic `options` does on other x86-64 CPUs (for the card)."""
+    saturation = ("ONNX Runtime's int8 kernels differ between CPUs: with VNNI (avx512_vnni, avx_vnni, amx_int8) "
+                  "they sum uint8 x int8 products in 32 bits; without it (AVX2 alone, or AVX-512 without VNNI) "
+                  "they sum pairs of them in 16 bits, which saturate when weights and activations are both large. ")
+    if options.get("weight_type") == "QUInt8":
+        how = ("This variant's weights are uint8, which ONNX Runtime multiplies in its u8u8 kernels: they widen "
+               "to 16 bits before multiplying and saturate on no CPU.")
+    elif options.get("reduce_range"):
+        how = ("This variant's weights are 7-bit (`reduce_range`), so no pair's sum leaves 16 bits: nothing "
+               "saturates on any x86-64 CPU.")
+    else:
+        return saturation + "This variant's int8 weights use all 8 bits: on a CPU without VNNI its outputs can differ."
+    return (saturation + how + " On an emulated AVX2 CPU without VNNI its test figure came out within 0.001 "
+            "of this one; its speed there was not measured (benchmarks/int8-choices.md).")
+
+
+def quantize_int8(source: Path, target: Path, settings: dict):
+    """onnxruntime's `quantize_dynamic` of `source` into `target` (returned as a proto): int8 weights
+    of `settings["op_types"]`, activations quantised at run time; the other keys are quantize_dynamic's
+    own (`reduce_range`, `per_channel`, `weight_type` by its QuantType name)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    options = {k: v for k, v in settings.items() if k != "op_types"}
+    options["weight_type"] = QuantType[options.get("weight_type", "QInt8")]
+    # onnx's shape inference knows no contrib op's output type (the transformer's GroupQueryAttention):
+    # tensors it leaves untyped are float32, as every activation here is
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(settings["op_types"]),
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}, **options)
+    return onnx.load(str(target))
 
 
 def score_variants(folder: Path, graph_name: str, variants: dict, module, info: dict, config: dict):
@@ -503,6 +552,28 @@ def rewrite_card(name: str, folder) -> Path:
     (folder / "README.md").write_text(model_card(registry.get(name), folder, manifest))
     _write_manifest(folder, manifest)
     return folder
+
+
+def remake_int8(name: str, folder) -> Path:
+    """Make an export's int8 variants again from its own fp32 graphs with the model's INT8_GRAPHS
+    settings, checked on each graph's test data and scored on the test split as `export` does them,
+    then its card and file table: for new quantisation settings, without converting the graphs again."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder, module = Path(folder), registry.get(name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for graph_name, settings in module.INT8_GRAPHS.items():
+        spec = manifest["graphs"][graph_name]
+        inputs = {}
+        for path in sorted((folder / spec["test_data"]).glob("input_*.pb")):
+            tensor = onnx.TensorProto.FromString(path.read_bytes())
+            inputs[tensor.name] = numpy_helper.to_array(tensor)
+        spec.setdefault("variants", {})["int8"] = int8_variant(folder, graph_name, settings, inputs)
+        score_variants(folder, graph_name, {"int8": spec["variants"]["int8"]}, module, manifest["runtime"],
+                       manifest.get("config") or {})
+    _write_manifest(folder, manifest)
+    return rewrite_card(name, folder)
 
 
 def _write_manifest(folder: Path, manifest: dict):
@@ -630,6 +701,12 @@ def model_card(module, folder: Path, manifest: dict) -> str:
         lines += ["", "Both test figures score the ONNX graphs the same way (the fp32 one can differ from the "
                   "Keras figure above in the last digits). `python -m zoo.runtime sample <folder> --precision "
                   f"{variants[0][1]}` samples with the variant.", ""]
+        for graph, precision, v in variants:
+            where = v.get("measured_on")
+            if where:
+                lines += [f"`{v['onnx']}`'s figures were measured on {where['cpu']} (CPU flags "
+                          f"{', '.join(where['flags']) or 'none of ' + ', '.join(INT8_CPU_FLAGS)}). "
+                          + int8_portability(v.get("quantize_dynamic", {})), ""]
     if hasattr(module, "card_sample"):
         lines += [module.card_sample(folder, manifest), ""]
     lines += ["## Files", "", "| file | bytes |", "|---|---|"]

@@ -8,6 +8,8 @@ output, so a wrong weight layout here refuses the export rather than shipping.
 """
 
 import collections
+import os
+import tempfile
 
 import numpy as np
 
@@ -589,3 +591,35 @@ def _drop_dead(g):
     kept = [i for i in g.initializer if i.name in read]
     del g.initializer[:]
     g.initializer.extend(kept)
+
+
+def intermediates(proto) -> list:
+    """The largest tensor a graph computes between its inputs and outputs, per shape form: from ONNX
+    Runtime's symbolic shape inference, one {"shape": [...], "bytes": bytes per element} for each set
+    of named dimensions (the largest fixed part), each dimension a size or an expression of the input
+    dimensions' names ("batch*frames + 6"). zoo.runtime adds the largest at a call's sizes to its
+    inputs and outputs when it bounds the call's memory. [] where the inference cannot finish."""
+    from onnx import helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:  # where it cannot finish, it saves its work in the cwd
+        os.chdir(scratch)
+        try:
+            inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        except Exception:  # noqa: BLE001 - an op it does not know (the int8 LSTM, the standard Attention)
+            return []
+        finally:
+            os.chdir(here)
+    largest = {}
+    for vi in inferred.graph.value_info:
+        tensor = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
+        if not tensor.HasField("shape") or any(d == "" for d in dims):
+            continue
+        size = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+        fixed = size * int(np.prod([d for d in dims if isinstance(d, int)], dtype=np.int64))
+        key = tuple(sorted(d for d in dims if isinstance(d, str)))
+        if fixed > largest.get(key, (0, None))[0]:
+            largest[key] = (fixed, {"shape": dims, "bytes": size})
+    return [entry for _, entry in sorted(largest.values(), key=lambda e: -e[0])]

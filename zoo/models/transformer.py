@@ -332,8 +332,10 @@ STANDARD_NOTE = (
 
 # int8 variant of the decoder (`decoder.int8.onnx`): onnxruntime's dynamic quantisation of its MatMuls
 # (q/k/v, attention output, MLP, logits; int8 weights, activations quantised per call). zoo.runtime
-# runs it on request (`--precision int8`); ONNX Runtime GenAI's config names the fp32 graph.
-INT8_GRAPHS = {"decoder": ("MatMul",)}
+# runs it on request (`--precision int8`); ONNX Runtime GenAI's config names the fp32 graph. Weights
+# 7-bit, so that no x86-64 CPU's u8s8 kernels saturate (without VNNI, full 8-bit weights can) and
+# every CPU keeps those fast kernels (benchmarks/int8-choices.md).
+INT8_GRAPHS = {"decoder": {"op_types": ("MatMul",), "reduce_range": True}}
 
 
 def variant_metrics(folder, graph: str, files: dict, info: dict, config: dict) -> dict:

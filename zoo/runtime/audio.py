@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.runtime.core import Export, Progress, parse_classes, sample_logits
+from zoo.runtime.core import Export, Progress, check_count, check_number, parse_classes, sample_logits
 
 MU = 255  # 256 levels: the WaveNet paper's 8-bit mu-law
 SHARED_BATCH = 8  # from this many streams on, the step graph runs on all of ONNX Runtime's threads
@@ -366,16 +366,25 @@ def check_request(info: dict, digits, seconds: float, temperature: float, mel_te
     if vocoder not in VOCODERS:
         raise ValueError(f"vocoder must be one of {', '.join(VOCODERS)}, got {vocoder!r}")
     digits = parse_classes(digits, info["num_classes"], "digits")
-    if not np.isfinite(seconds) or seconds <= 0:
+    seconds = check_number("seconds", seconds)
+    if seconds <= 0:
         raise ValueError(f"seconds must be a positive number (the longest clip), got {seconds}")
     max_frames = int(np.ceil(seconds * info["sample_rate"] / HOP))
     if max_frames > info["max_frames"]:
         raise ValueError(f"seconds must be at most {info['max_frames'] * HOP / info['sample_rate']:.3f} "
                          f"(the prior's {info['max_frames']} frames), got {seconds}")
     for name, value in (("temperature", temperature), ("mel_temperature", mel_temperature)):
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value}")
+        check_number(name, value, 0)
     return digits, max_frames
+
+
+def check_calls(export: Export, batch: int, max_frames: int):
+    """Refuses a request whose graphs' calls would take more than the export's `max_call_bytes`
+    (the vocoder's step, the prior's, the conditioning of every frame), before anything is allocated."""
+    info = export.runtime
+    export.check_call(info["step_graph"], {"batch": batch})
+    export.check_call(info["prior_graph"], {"batch": batch})
+    export.check_call(info["condition_graph"], {"batch": batch, "frames": max_frames})
 
 
 def generate(export: Export, digits="7", seconds: float = 1.0, temperature: float = 1.0,
@@ -389,6 +398,8 @@ def generate(export: Export, digits="7", seconds: float = 1.0, temperature: floa
     if info.get("kind") != "audio-generator":
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an audio generator")
     digits, max_frames = check_request(info, digits, seconds, temperature, mel_temperature, vocoder)
+    check_calls(export, len(digits), max_frames)
+    seed = check_count("seed", seed)
     prior_step, condition_fn, vocoder_step = _onnx_stages(export, len(digits), vocoder == "wavenet")
     clips, _, _ = generate_clips(prior_step, condition_fn, vocoder_step, digits, max_frames, info["prior_state"],
                                  temperature, mel_temperature, seed, vocoder)
@@ -399,6 +410,11 @@ def resynthesize(export: Export, audio: np.ndarray, digit: int, temperature: flo
     """The vocoder alone: a recording's own log-mel frames turned back into audio (floats)."""
     info = export.runtime
     digits = parse_classes([digit], info["num_classes"], "digit")
+    temperature, seed = check_number("temperature", temperature, 0), check_count("seed", seed)
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or not audio.size or not np.issubdtype(audio.dtype, np.floating) or not np.isfinite(audio).all():
+        raise ValueError(f"audio must be a non-empty 1-D array of finite floats, got {audio.dtype} {list(audio.shape)}")
+    check_calls(export, 1, len(audio) // HOP + 1)
     frames = log_mel(audio, info["sample_rate"])[None]
     _, condition_fn, vocoder_step = _onnx_stages(export, 1)
     codes = vocode(vocoder_step, condition_fn(frames, digits), len(audio), temperature, np.random.default_rng(seed))

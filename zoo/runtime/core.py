@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,10 @@ class ExportFormatError(ExportFileError):
     """The export was written by a zoo whose manifest this runtime cannot read."""
 
 
+# The memory one call's inputs, outputs and largest intermediate tensor may take, so that no request
+# makes ONNX Runtime allocate without bound (1 GiB: the gan generator at a batch of about 20,000);
+# load(..., max_call_bytes=N) or $ZOO_MAX_CALL_BYTES changes it.
+MAX_CALL_BYTES = 1 << 30
 FORMAT = "zoo-export/1"  # manifest.json's "format", written by zoo.export
 # What this runtime's sampler of each kind reads from the manifest's "runtime" info (an export
 # written before a sampler needed a key lacks it: Export refuses it, saying so, at load).
@@ -54,6 +59,32 @@ def format_problem(manifest: dict):
     return None
 
 
+# The x86-64 CPU flags that decide which of ONNX Runtime's int8 kernels run: without a VNNI flag its
+# u8s8 kernels sum pairs of products in int16 (VPMADDUBSW), which can saturate; with one, in int32.
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_features(cpuinfo: str = None) -> dict:
+    """{"cpu": model name, "flags": the INT8_CPU_FLAGS this CPU has} from /proc/cpuinfo (Linux; elsewhere
+    the processor's name and no flags), as an export records where its int8 figures were measured."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    name, flags = platform.processor() or platform.machine(), set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return {"cpu": name, "flags": [f for f in INT8_CPU_FLAGS if f in flags]}
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -73,7 +104,7 @@ def default_providers():
 class Export:
     """An `exports/<model>/` folder. `verify=True` checks every file against manifest.json."""
 
-    def __init__(self, path, verify: bool = True, providers=None):
+    def __init__(self, path, verify: bool = True, providers=None, max_call_bytes: int = None):
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
@@ -91,6 +122,8 @@ class Export:
         if verify:
             self.verify()
         self.providers = providers or default_providers()
+        # one call's inputs, outputs and largest intermediate, at most (check_call refuses more beforehand)
+        self.max_call_bytes = int(max_call_bytes or os.environ.get("ZOO_MAX_CALL_BYTES") or MAX_CALL_BYTES)
         self._sessions = {}
 
     @property
@@ -131,6 +164,8 @@ class Export:
         """The ONNX Runtime session of graph `name`; `threads` > 0 caps its intra-op threads
         (one thread runs a tiny per-sample step faster than two that must synchronise); `precision`
         "int8" runs the graph's int8 variant where the manifest lists one."""
+        if not isinstance(precision, str):
+            raise ValueError(f"precision must be a string such as 'fp32' or 'int8', got {precision!r}")
         key = (name, threads, precision)
         if key not in self._sessions:
             import onnxruntime as ort
@@ -144,8 +179,12 @@ class Export:
             self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
         return self._sessions[key]
 
-    def check_inputs(self, name: str, inputs: dict):
-        """Names, dtypes, ranks and fixed dimensions of `inputs` against the manifest."""
+    def check_inputs(self, name: str, inputs: dict, precision: str = "fp32"):
+        """`inputs` against the manifest, before ONNX Runtime sees them: names, numpy arrays of the
+        graph's dtypes and ranks, fixed and named dimensions (a named one, such as "batch", has one size
+        of at least 1 across the inputs), the memory the call needs (`check_call`), values (finite; integer ranges and float intervals the manifest declares)
+        and the rules of the graph that the manifest's shapes cannot say (a cached decoder's
+        positions). Anything else is a ValueError naming the input."""
         specs = {spec["name"]: spec for spec in self.graph(name)["inputs"]}
         missing, extra = set(specs) - set(inputs), set(inputs) - set(specs)
         if missing or extra:
@@ -167,10 +206,16 @@ class Export:
                 if isinstance(want, int) and want > 0 and want != got:
                     raise ValueError(f"input {key!r} axis {axis} must be {want}, got shape {value.shape}")
                 if isinstance(want, str):
+                    if got < 1:  # no graph here computes anything on an empty axis; some kernels fail on it
+                        raise ValueError(f"input {key!r} axis {axis} ({want}) must be at least 1, "
+                                         f"got shape {value.shape}")
                     first = sizes.setdefault(want, (got, key))
                     if first[0] != got:
                         raise ValueError(f"input {key!r} has {want} {got} but {first[1]!r} has {first[0]} "
                                          f"(shapes {value.shape} and {inputs[first[1]].shape})")
+        self.check_call(name, {k: v[0] for k, v in sizes.items()})
+        for key, spec in specs.items():
+            value = inputs[key]
             if "range" in spec and value.size:
                 lo, hi = spec["range"]
                 if value.min() < lo or value.max() >= hi:
@@ -183,13 +228,38 @@ class Export:
                 if value.min() < lo or value.max() > hi:
                     raise ValueError(f"input {key!r} of graph {name!r} takes values in [{lo:g}, {hi:g}], "
                                      f"got values from {value.min():g} to {value.max():g}")
+        if self.runtime.get("kind") == "text-cached" and name == self.runtime["graph"]:
+            check_cached_positions(inputs, self.runtime, contrib=precision != "standard")
+
+    def check_call(self, name: str, sizes: dict):
+        """Refuses a call of graph `name` at `sizes` (its named dimensions: {"batch": 64, ...}) whose
+        inputs and outputs, with the largest tensor ONNX Runtime computes between them (the manifest's
+        `intermediates`), would take more than `max_call_bytes`: a ValueError before anything is
+        allocated. The samplers ask it before they make their arrays."""
+        graph = self.graph(name)
+        need = {}
+        for spec in graph["inputs"] + graph["outputs"]:
+            shape = [sizes.get(d, 1) if isinstance(d, str) else d for d in spec["shape"]]
+            need[repr(spec["name"]) + f" {shape}"] = np.dtype(spec["dtype"]).itemsize * int(np.prod(shape, dtype=object))
+        for spec in graph.get("intermediates", []):
+            shape = [dimension(d, sizes) for d in spec["shape"]]
+            need[f"an intermediate {shape}"] = spec["bytes"] * int(np.prod(shape, dtype=object))
+        inner = [k for k in need if k.startswith("an intermediate")]
+        for key in sorted(inner, key=need.get)[:-1]:  # the largest one stands for them all
+            del need[key]
+        total = sum(need.values())
+        if total > self.max_call_bytes:
+            largest = max(need, key=need.get)
+            raise ValueError(f"graph {name!r} at {', '.join(f'{k} {v}' for k, v in sizes.items())} needs "
+                             f"{_bytes(total)} ({largest}: {_bytes(need[largest])}), over this runtime's limit of "
+                             f"{_bytes(self.max_call_bytes)} a call (load(..., max_call_bytes=N) changes it)")
 
     def run(self, name: str, inputs: dict, check: bool = True, precision: str = "fp32") -> dict:
         """Run graph `name`; returns {output name: array}. Inputs the graph cannot take are a
-        ValueError naming them (checked against the manifest first; what only the graph knows, such as
-        a position past the model's context, comes back from ONNX Runtime the same way)."""
+        ValueError naming them, checked before ONNX Runtime runs (`check_inputs`); an error ONNX
+        Runtime raises all the same comes back as a one-line ValueError too."""
         if check:
-            self.check_inputs(name, inputs)
+            self.check_inputs(name, inputs, precision)
         session = self.session(name, precision=precision)
         names = [o.name for o in session.get_outputs()]
         try:
@@ -200,6 +270,58 @@ class Export:
             shapes = ", ".join(f"{k} {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in inputs.items())
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"graph {name!r} of {self.path} could not run on {shapes}: {first}") from None
+
+
+def dimension(d, sizes: dict) -> int:
+    """A dimension of the manifest's `intermediates`: a size, or an expression of named dimensions
+    ("batch*frames + 6") evaluated at `sizes` (+, -, * and // of names and integers, nothing else)."""
+    import ast
+
+    if isinstance(d, int):
+        return d
+    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.FloorDiv: lambda a, b: a // b}
+
+    def value(node):
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return sizes.get(node.id, 1)
+        raise ValueError(f"the manifest's intermediate dimension {d!r} is not an expression this runtime reads")
+
+    return max(0, value(ast.parse(d, mode="eval").body))
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def check_cached_positions(inputs: dict, info: dict, contrib: bool = True):
+    """A cached decoder's positions (README: the decoder's contract): each one inside the cache
+    (0 <= position < capacity <= max_context) and, for the GroupQueryAttention graphs (`contrib`), each
+    row's positions consecutive, and a call adding several positions after cached ones one sequence."""
+    positions = inputs["position_ids"]
+    past = next(k for k in inputs if k.startswith("past_key_values"))
+    capacity = inputs[past].shape[2]
+    if capacity > info["max_context"]:
+        raise ValueError(f"input {past!r} holds {capacity} positions, more than the model's context of "
+                         f"{info['max_context']}")
+    if positions.max() >= capacity:
+        raise ValueError(f"input 'position_ids' goes up to {positions.max()}, past the cache's capacity of "
+                         f"{capacity} positions (axis 2 of the past_key_values)")
+    if not contrib:
+        return
+    if positions.shape[1] > 1 and not (np.diff(positions, axis=1) == 1).all():
+        raise ValueError("input 'position_ids' must run on by one in each row (p, p + 1, ...), got "
+                         f"{positions[(np.diff(positions, axis=1) != 1).any(axis=1)][0].tolist()}")
+    if positions.shape[1] > 1 and positions.shape[0] > 1 and positions[:, 0].max() > 0:
+        raise ValueError("a call that adds several positions after cached ones takes one sequence, got "
+                         f"{positions.shape[0]} (position_ids from {positions[:, 0].max()}): run them one by one")
 
 
 class Progress:
@@ -239,8 +361,31 @@ class Progress:
         self.close()
 
 
-def load(path, verify: bool = True, providers=None) -> Export:
-    return Export(path, verify=verify, providers=providers)
+def load(path, verify: bool = True, providers=None, max_call_bytes: int = None) -> Export:
+    return Export(path, verify=verify, providers=providers, max_call_bytes=max_call_bytes)
+
+
+def check_count(name: str, value, minimum: int = 0, maximum: int = None) -> int:
+    """`value` as an int: a whole number (Python's or numpy's, not a bool) from `minimum` to
+    `maximum`, else a one-line ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def check_number(name: str, value, minimum: float = None, maximum: float = None) -> float:
+    """`value` as a float: a finite real number (not a bool) from `minimum` to `maximum`, else a
+    one-line ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bound = " ".join(filter(None, (f">= {minimum:g}" if minimum is not None else "",
+                                       f"<= {maximum:g}" if maximum is not None else "")))
+        raise ValueError(f"{name} must be a finite number{' ' + bound if bound else ''}, got {value}")
+    return float(value)
 
 
 def parse_classes(values, num_classes: int, what: str = "labels") -> np.ndarray:
@@ -250,10 +395,16 @@ def parse_classes(values, num_classes: int, what: str = "labels") -> np.ndarray:
             values = [int(p) for p in values.split(",") if p.strip()]
         except ValueError:
             raise ValueError(f"{what} must be integers separated by commas, got {values!r}") from None
-    values = np.asarray(values, np.int32).reshape(-1)
-    if values.size == 0 or values.min() < 0 or values.max() >= num_classes:
-        raise ValueError(f"{what} must be in 0..{num_classes - 1}, got {values.tolist()}")
-    return values
+    try:
+        values = np.asarray(values, dtype=object).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a sequence of integers, got {type(values).__name__}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        raise ValueError(f"{what} must be integers in 0..{num_classes - 1}, got {values.tolist()[:10]}")
+    if values.size == 0 or min(values) < 0 or max(values) >= num_classes:
+        raise ValueError(f"{what} must be in 0..{num_classes - 1}, got {values.tolist()[:10]}"
+                         f"{' ...' if values.size > 10 else ''}")
+    return values.astype(np.int32)
 
 
 def sample_logits(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.runtime.core import Export, Progress, parse_classes
+from zoo.runtime.core import Export, Progress, check_count, check_number, parse_classes
 
 
 KINDS = ("image-generator", "image-autoregressive", "image-diffusion")
@@ -27,9 +27,15 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
     info = export.runtime
     if info.get("kind") not in KINDS:
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an image generator")
-    if per_label < 1:
-        raise ValueError("per_label must be >= 1")
+    per_label, seed = check_count("per_label", per_label, 1), check_count("seed", seed)
     labels = parse_classes(labels, info["num_classes"])
+    batch = len(labels) * per_label
+    if info["kind"] == "image-autoregressive":
+        export.check_call(info["graph"], {"batch": batch, "rows": info["rows_above"] + 1})
+    elif info["kind"] == "image-diffusion":  # guidance runs the conditional and the unconditional batch together
+        export.check_call(info["graph"], {"batch": 2 * batch})
+    else:
+        export.check_call(info["graph"], {"batch": batch})
     rng = np.random.default_rng(seed)
     flat = np.repeat(labels, per_label)
     if info["kind"] == "image-autoregressive":
@@ -91,13 +97,14 @@ def sample_diffusion(export: Export, labels: np.ndarray, sampler: str = None, st
     defaults = info.get("sample_defaults", {})
     sampler = sampler or defaults.get("sampler", "ddim")
     schedule = diffusion.Schedule(**info["schedule"])
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
     if sampler == "ddpm":  # ancestral sampling runs every step of the schedule
         steps = schedule.steps
-    elif steps is None:
-        steps = defaults.get("steps", 50)
-    return diffusion.sample(denoiser(export), schedule, labels, sampler, int(steps),
-                            eta=defaults.get("eta", 0.0) if eta is None else eta,
-                            guidance=defaults.get("guidance", 1.0) if guidance is None else guidance, seed=seed,
+    steps = check_count("steps", defaults.get("steps", 50) if steps is None else steps, 1, schedule.steps)
+    eta = check_number("eta", defaults.get("eta", 0.0) if eta is None else eta, 0)
+    guidance = check_number("guidance", defaults.get("guidance", 1.0) if guidance is None else guidance)
+    return diffusion.sample(denoiser(export), schedule, labels, sampler, steps, eta=eta, guidance=guidance, seed=seed,
                             conditional=info["conditional"], null_label=info["null_label"],
                             image_shape=(info["height"], info["width"], 1))
 

@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-from zoo.runtime.core import Export, ExportFormatError, format_problem, sample_logits
+from zoo.runtime.core import Export, ExportFormatError, check_count, check_number, format_problem, sample_logits
 
 
 def encode(text: str, vocabulary: str) -> np.ndarray:
@@ -36,10 +36,12 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     kind = export.runtime.get("kind")
     if kind not in ("text-recurrent", "text-cached"):
         raise ValueError(f"{export.path} holds a {kind!r} model, not a text model")
-    if not prompt:
-        raise ValueError("the prompt must have at least one character")
-    if length < 0 or batch < 1:
-        raise ValueError("length must be >= 0 and batch >= 1")
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"the prompt must be a string of at least one character, got {prompt!r}")
+    length, batch = check_count("length", length), check_count("batch", batch, 1)
+    temperature, top_k = check_number("temperature", temperature, 0), check_count("top_k", top_k)
+    seed = check_count("seed", seed)
+    check_text_call(export, len(prompt), length, batch)
     if kind == "text-cached":
         return _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision)
     info = export.runtime
@@ -61,6 +63,20 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
         feed["tokens"] = ids[:, None]
         out = dict(zip(names, session.run(names, feed)))
     return [prompt + "".join(vocabulary[j] for j in row) for row in generated]
+
+
+def check_text_call(export: Export, prompt: int, length: int, batch: int):
+    """Refuses a generation whose calls (the prompt's, in one call) or whose text would take more than
+    the export's `max_call_bytes`, before anything is allocated."""
+    info = export.runtime
+    if info["kind"] == "text-cached":
+        export.check_call(info["graph"], {"batch": batch, "sequence": min(prompt, info["max_context"]),
+                                          "capacity": info["max_context"]})
+    else:
+        export.check_call(info["graph"], {"batch": batch, "time": prompt})
+    if 8 * batch * (prompt + length) > export.max_call_bytes:  # the ids it keeps, int64
+        raise ValueError(f"{batch} x {prompt + length} characters need more than this runtime's limit of "
+                         f"{export.max_call_bytes} bytes a call: ask for fewer or shorter texts")
 
 
 def cache_names(info: dict, which: str = "past") -> list:
@@ -157,8 +173,8 @@ class CachedDecoder:
     `prefill(ids)` starts from position 0 (what an earlier sequence left in the cache lies past the
     new positions, which are read only up to themselves); `step(ids)` appends one token per
     sequence. Both run on all of ONNX Runtime's threads: on 2 cores, two threads ran the fp32
-    decoding loop 1.11-1.19x faster than one at 1, 2 and 4 sequences, int8 1.00-1.04x
-    (benchmarks/decoder_threads.py, record benchmarks/compare-transformer-gqa.md)."""
+    decoding loop 1.11-1.19x faster than one at 1, 2 and 4 sequences, the 8-bit int8 graph of
+    2026-12-03 1.00-1.04x (benchmarks/decoder_threads.py, record benchmarks/compare-transformer-gqa.md)."""
 
     def __init__(self, export, batch: int, precision: str = "fp32"):
         info = export.runtime
