@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo.models.gan import NUM_CLASSES, ImageData
+from zoo.models.images import NUM_CLASSES, ImageData
 from zoo.runtime import diffusion as dmath
 
 NULL_LABEL = dmath.NULL_LABEL  # the extra embedding row for "no label": the unconditional half of guidance

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo.models import images
+from zoo.models.images import NUM_CLASSES, ImageData
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,6 @@ PRESETS = {
     "tiny": Config(latent_dim=8, base_filters=4, label_dim=4, batch_size=8, epochs=2, steps_per_epoch=3),
 }
 DATASET = Config.dataset
-NUM_CLASSES = 10
 SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "out": "samples/gan.png"}
 
 
@@ -162,14 +163,6 @@ class GAN(keras.Model):
         return config
 
 
-@dataclasses.dataclass
-class ImageData:
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    steps_per_epoch: int
-    split_sizes: dict
-
-
 def load_data(cfg, data_dir=None) -> ImageData:
     x, y = zdata.image_arrays(cfg.dataset, "train", data_dir)
     steps = cfg.steps_per_epoch or len(x) // cfg.batch_size
@@ -249,16 +242,4 @@ def runtime_info(model) -> dict:
             "sample_defaults": SAMPLE_DEFAULTS}
 
 
-def card_sample(folder, manifest) -> str:
-    """A labelled grid (one row per digit) made by the numpy/onnxruntime runtime, saved beside the card."""
-    from zoo.runtime import load
-    from zoo.runtime.images import write_grid
-
-    opts = manifest["runtime"]["sample_defaults"]
-    _, labels = write_grid(load(folder), folder / "samples.png", opts["labels"], opts["per_label"], opts["seed"])
-    rows = "one row per label, " + ", ".join(str(int(l)) for l in labels) if manifest["runtime"]["conditional"] \
-        else "unconditional samples"
-    command = (f"python -m zoo.runtime sample exports/{manifest['model']} --labels {opts['labels']} "
-               f"--per-label {opts['per_label']} --seed {opts['seed']} --out samples.png")
-    return "\n".join(["## Samples", "", "```sh", command, "```", "",
-                      f"![samples](samples.png)", "", f"({rows}.)"])
+card_sample = images.card_sample  # the labelled grid every image model's card shows

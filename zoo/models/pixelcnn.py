@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo.models.gan import NUM_CLASSES, ImageData, card_sample  # noqa: F401 (card_sample: the same grid)
-from zoo.models.vae import binarize
+from zoo.models import images
+from zoo.models.images import NUM_CLASSES, ImageData, binarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,3 +269,6 @@ def runtime_info(model) -> dict:
     return {"kind": "image-autoregressive", "graph": "network", "output": "logits", "height": 28, "width": 28,
             "rows_above": model.rows_above, "conditional": model.conditional, "num_classes": NUM_CLASSES,
             "sample_defaults": SAMPLE_DEFAULTS}
+
+
+card_sample = images.card_sample  # the labelled grid every image model's card shows

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo.models.gan import NUM_CLASSES, ImageData, card_sample  # noqa: F401 (card_sample: the same grid)
+from zoo.models import images
+from zoo.models.images import NUM_CLASSES, ImageData, binarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +50,6 @@ DATASET = Config.dataset
 EVAL_KEYS = ("iwae_k", "iwae_images")
 SAMPLE_DEFAULTS = {"labels": "0,1,2,3,4,5,6,7,8,9", "per_label": 8, "seed": 0, "out": "samples/vae.png"}
 LOG_2PI = math.log(2 * math.pi)
-
-
-def binarize(images, seed=None):
-    """uint8 images -> {0, 1} floats, each pixel on with probability intensity/255."""
-    p = tf.cast(images, tf.float32) / 255.0
-    u = tf.random.uniform(tf.shape(p), seed=seed) if seed is None else tf.random.stateless_uniform(tf.shape(p), seed)
-    return tf.cast(u < p, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -305,3 +299,6 @@ def runtime_info(model) -> dict:
     return {"kind": "image-generator", "graph": "decoder", "output": "probabilities",
             "latent_dim": model.latent_dim, "conditional": model.conditional, "num_classes": NUM_CLASSES,
             "output_range": [0.0, 1.0], "sample_defaults": SAMPLE_DEFAULTS}
+
+
+card_sample = images.card_sample  # the labelled grid every image model's card shows
