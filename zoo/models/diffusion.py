@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo.models.images import NUM_CLASSES, ImageData
+from zoo.models.steps import descend
 from zoo.runtime import diffusion as dmath
 
 NULL_LABEL = dmath.NULL_LABEL  # the extra embedding row for "no label": the unconditional half of guidance
@@ -223,9 +224,7 @@ class Diffusion(keras.Model):
         inputs, noise = self._noised(images, labels)
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(noise - self.network(inputs, training=True)))
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.network.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables))
+        descend(self.optimizer, tape, loss, self.network.trainable_variables)
         for ema, weight in zip(self.ema_network.weights, self.network.weights):
             ema.assign(self.ema_decay * ema + (1.0 - self.ema_decay) * weight)
         self.loss_tracker.update_state(loss)

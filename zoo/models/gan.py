@@ -14,6 +14,7 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData
+from zoo.models.steps import descend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,6 @@ class GAN(keras.Model):
         images, labels = data
         real = tf.cast(images, tf.float32) / 127.5 - 1.0
         batch = tf.shape(real)[0]
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         z = tf.random.normal([batch, self.latent_dim])
         with tf.GradientTape() as d_tape:
             fake = self(z, labels, training=True)
@@ -127,17 +127,13 @@ class GAN(keras.Model):
             fake_logits = self._discriminate(fake, labels, True)
             d_loss = (self.bce(tf.ones_like(real_logits), real_logits)
                       + self.bce(tf.zeros_like(fake_logits), fake_logits))
-            scaled = d_loss / replicas  # inside the tape, or it has nothing to differentiate
-        grads = d_tape.gradient(scaled, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+        descend(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
 
         z = tf.random.normal([batch, self.latent_dim])
         with tf.GradientTape() as g_tape:
             fake_logits = self._discriminate(self(z, labels, training=True), labels, True)
             g_loss = self.bce(tf.ones_like(fake_logits), fake_logits)  # the non-saturating loss
-            scaled = g_loss / replicas
-        grads = g_tape.gradient(scaled, self.generator.trainable_variables)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+        descend(self.g_optimizer, g_tape, g_loss, self.generator.trainable_variables)
 
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData, binarize
+from zoo.models.steps import descend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +176,7 @@ class PixelCNN(keras.Model):
         x = binarize(images)  # dynamic binarisation: a fresh draw every time an image is seen
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.nll(x, labels))
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        descend(self.optimizer, tape, loss, self.trainable_variables)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 

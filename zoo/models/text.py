@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo.models.steps import descend
 
 SAMPLE_DEFAULTS = {
     "prompt": "ROMEO:",  # a speaker tag: the model continues it as a speech
@@ -47,10 +48,7 @@ class CharModel(keras.Model):
         with tf.GradientTape() as tape:
             logits, _ = self(x, training=True)
             loss = self.char_loss(y, logits)
-            # Under a distribution strategy the optimizer sums the replicas' gradients.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        descend(self.optimizer, tape, loss, self.trainable_variables)
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 

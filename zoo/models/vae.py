@@ -16,6 +16,7 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData, binarize
+from zoo.models.steps import descend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,9 +133,7 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             recon, kl = self.elbo_terms(x, labels, training=True)
             loss = tf.reduce_mean(recon + kl)
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        descend(self.optimizer, tape, loss, self.trainable_variables)
         self._track(loss, recon, kl)
         return {m.name: m.result() for m in self.metrics}
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo import onnx_build
+from zoo.models.steps import descend
 from zoo.runtime import audio as zaudio
 from zoo.runtime.audio import HOP, MEL_BINS, MU, SILENCE, SILENT_FRAME, log_mel, mu_law_decode, mu_law_encode
 
@@ -481,9 +482,7 @@ class WaveNet(keras.Model):
     def train_step(self, data):
         with tf.GradientTape() as tape:
             loss = self._stage_losses(data, training=True)
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        descend(self.optimizer, tape, loss, self.trainable_variables)
         self.loss_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
 
