@@ -153,7 +153,7 @@ def test_a_model_module_missing_a_hook_fails_before_training(monkeypatch, capsys
     monkeypatch.setattr(registry, "_checked", set())
     assert main(["train", "rnn", "--preset", "tiny", "--run-dir", "/nonexistent/never-made"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: model module zoo.models.rnn lacks export_graphs (the hooks zoo/registry.py lists)")
+        "error: model module zoo.models.rnn lacks export_graphs (zoo.registry.HOOKS)")
 
 
 def test_usage_errors_after_tensorflow_starts_are_still_one_line():

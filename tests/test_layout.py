@@ -22,3 +22,40 @@ def test_no_model_module_imports_another():
                 continue
             found += [f"{path.name} imports {n}" for n in names if n in models and not n.endswith(f".{path.stem}")]
     assert not found, found
+
+
+def test_the_model_contract_is_checked_on_first_use():
+    import types
+
+    import pytest
+
+    from zoo import registry
+    from zoo.config import ZooError
+
+    for name in MODELS:  # every module keeps it
+        registry.check_contract(registry.get(name))
+    module = types.ModuleType("zoo.models.fake")
+    for hook, (required, _) in registry.HOOKS.items():
+        if required:
+            setattr(module, hook, None)
+    registry.check_contract(module)
+    module.variant_metric = None  # misspelt: export would never call it
+    with pytest.raises(ZooError, match=r"defines 'variant_metric', which no code reads: did you mean the hook "
+                                       r"'variant_metrics'\?"):
+        registry.check_contract(module)
+    del module.variant_metric, module.runtime_info
+    with pytest.raises(ZooError, match=r"^model module zoo.models.fake lacks runtime_info"):
+        registry.check_contract(module)
+    with pytest.raises(KeyError, match="is no model hook"):
+        registry.hook(module, "EVAL_NOTES")
+
+
+def test_optional_hooks_are_read_through_the_contract():
+    """No code reads a model module's optional hook by a name of its own (getattr/hasattr), so a hook
+    is either in zoo.registry.HOOKS or read nowhere."""
+    import re
+
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)}" for path in sorted((ROOT / "zoo").rglob("*.py"))
+             if path.name != "registry.py"
+             for m in re.finditer(r"(getattr|hasattr)\((module|presets_module\([^)]*\)), \"\w+\"", path.read_text())]
+    assert not found, found

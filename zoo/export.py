@@ -305,14 +305,14 @@ def export(name, run_dir, out_dir, tolerance=TOLERANCE, seed=0, sample_defaults=
             if g.standard is not None:
                 manifest_graphs[g.name]["variants"] = {"standard": standard_variant(tmp, g, metadata, session, checks)}
 
-        for graph_name, settings in getattr(module, "INT8_GRAPHS", {}).items():
+        for graph_name, settings in registry.hook(module, "INT8_GRAPHS", {}).items():
             manifest_graphs[graph_name].setdefault("variants", {})["int8"] = int8_variant(
                 tmp, graph_name, settings, test_inputs[graph_name])
         for graph_name, spec in manifest_graphs.items():
-            if spec.get("variants") and hasattr(module, "variant_metrics"):
+            if spec.get("variants") and registry.hook(module, "variant_metrics"):
                 score_variants(tmp, graph_name, spec["variants"], module, info, run.get("config") or {})
 
-        if hasattr(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
+        if registry.hook(module, "export_files"):  # files other programs read (e.g. ONNX Runtime GenAI's)
             module.export_files(model, tmp, info)
 
         manifest = {
@@ -563,7 +563,7 @@ def remake_int8(name: str, folder) -> Path:
 
     folder, module = Path(folder), registry.get(name)
     manifest = json.loads((folder / "manifest.json").read_text())
-    for graph_name, settings in module.INT8_GRAPHS.items():
+    for graph_name, settings in registry.hook(module, "INT8_GRAPHS", {}).items():
         spec = manifest["graphs"][graph_name]
         inputs = {}
         for path in sorted((folder / spec["test_data"]).glob("input_*.pb")):
@@ -682,7 +682,7 @@ def model_card(module, folder: Path, manifest: dict) -> str:
                   "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v:,} |" for k, v in shown.items()]
         lines.append("")
-        if getattr(module, "EVAL_NOTE", None):
+        if registry.hook(module, "EVAL_NOTE"):
             lines += [module.EVAL_NOTE, ""]
     variants = [(g, p, v) for g, spec in manifest["graphs"].items() for p, v in spec.get("variants", {}).items()
                 if "quantization" in v]
@@ -707,7 +707,7 @@ def model_card(module, folder: Path, manifest: dict) -> str:
                 lines += [f"`{v['onnx']}`'s figures were measured on {where['cpu']} (CPU flags "
                           f"{', '.join(where['flags']) or 'none of ' + ', '.join(INT8_CPU_FLAGS)}). "
                           + int8_portability(v.get("quantize_dynamic", {})), ""]
-    if hasattr(module, "card_sample"):
+    if registry.hook(module, "card_sample"):
         lines += [module.card_sample(folder, manifest), ""]
     lines += ["## Files", "", "| file | bytes |", "|---|---|"]
     lines += [f"| `{rel}` | {info['bytes']:,} |" for rel, info in manifest["files"].items() if "/" not in rel]
@@ -739,6 +739,6 @@ def model_card(module, folder: Path, manifest: dict) -> str:
                       f"(`{standard['test_data']}`); its outputs differ from `{spec['onnx']}`'s by at most "
                       f"{standard['max_abs_diff_vs_fp32']:.2e}" + (f"; test, {spec['onnx']} / this file: {scored}."
                                                                   if scored else "."), ""]
-            if getattr(module, "STANDARD_NOTE", None):
+            if registry.hook(module, "STANDARD_NOTE"):
                 lines += [module.STANDARD_NOTE, ""]
     return "\n".join(lines)

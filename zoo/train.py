@@ -170,7 +170,7 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
     None when run_dir holds a finished run (said in one line; `fresh=True` trains again)."""
     module = registry.get(name)
     run_dir = Path(run_dir)
-    status = prepare_run_dir(run_dir, dataclasses.asdict(cfg), fresh, getattr(module, "EVAL_KEYS", ()))
+    status = prepare_run_dir(run_dir, dataclasses.asdict(cfg), fresh, registry.hook(module, "EVAL_KEYS", ()))
     if status == "finished":
         print(f"{run_dir} holds a finished run (run.json): nothing to train; add --fresh to train again "
               f"(the finished run is kept beside it), or --run-dir for another folder")
@@ -227,7 +227,7 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
 
 def monitor_of(module):
     """The logged value that ranks epochs (lowest wins); None: nothing does, keep the last epoch."""
-    return getattr(module, "MONITOR", "val_loss")
+    return registry.hook(module, "MONITOR", "val_loss")
 
 
 def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds, model=None):
