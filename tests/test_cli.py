@@ -180,7 +180,7 @@ def test_presets_read_without_tensorflow_equal_the_modules(name):
     from zoo import registry
 
     light, module = registry.presets_module(name), registry.get(name)
-    assert light is not module and "tensorflow" not in vars(light)  # read from the source, not imported
+    assert light is not module and "tensorflow" not in vars(light)  # its presets module, not the model's
     assert {k: dataclasses.asdict(v) for k, v in light.PRESETS.items()} == {
         k: dataclasses.asdict(v) for k, v in module.PRESETS.items()}
     assert getattr(light, "EVAL_KEYS", ()) == getattr(module, "EVAL_KEYS", ())

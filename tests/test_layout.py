@@ -59,3 +59,18 @@ def test_optional_hooks_are_read_through_the_contract():
              if path.name != "registry.py"
              for m in re.finditer(r"(getattr|hasattr)\((module|presets_module\([^)]*\)), \"\w+\"", path.read_text())]
     assert not found, found
+
+
+def test_presets_load_without_tensorflow():
+    """Each model's Config and PRESETS live in zoo/models/<model>_presets.py, which imports no
+    TensorFlow: the command line checks a preset and its --set values before TensorFlow starts."""
+    from tests.conftest import run_python
+
+    result = run_python(
+        "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
+        "from zoo import registry\n"
+        "for name in registry.MODELS:\n"
+        "    registry.preset(name, 'tiny', light=True)\n"
+        "    assert registry.presets_module(name).__name__ == registry.MODELS[name] + '_presets'\n"
+        "print('ok')")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -5,8 +5,8 @@
 missing, or a name that looks like a misspelt hook (`INT8_GRAPH`, `variant_metric`), is a one-line
 error. Code that reads an optional hook does so through `hook(module, name)`, which knows only the
 names in `HOOKS`. Modules are imported lazily, so listing models or rejecting a bad name never starts
-TensorFlow, and `preset(..., light=True)` reads a model's presets from its source without importing
-TensorFlow.
+TensorFlow, and `preset(..., light=True)` reads a model's presets from its presets module, which imports
+no TensorFlow.
 """
 
 import importlib
@@ -86,47 +86,10 @@ def hook(module, name: str, default=None):
 
 
 def presets_module(name: str):
-    """The part of a model's module that defines its presets, without TensorFlow: the module's
-    `Config` class, `PRESETS`, `EVAL_KEYS` and `check_config`, run from its source with the imports
-    they may use (the standard library's dataclasses, math and typing; zoo.config; zoo.runtime, which
-    never imports TensorFlow). A statement that needs anything else is left out; if that leaves no
-    `Config` or `PRESETS`, this is the real module (imported, TensorFlow and all)."""
-    import ast
-    import importlib.util
-    import types
-
-    if name in _light:
-        return _light[name]
-    module_name = MODELS[choose("model", name, list(MODELS))]
-    source = importlib.util.find_spec(module_name).origin
-    with open(source, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), source)
-    light = types.ModuleType(module_name + ":presets")
-    light.__file__ = source
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            keep = all(n in ("dataclasses", "math", "typing") or n == "zoo.config" or n.startswith("zoo.runtime")
-                       for n in names)
-        elif isinstance(node, ast.ClassDef):
-            keep = node.name == "Config"
-        elif isinstance(node, ast.FunctionDef):
-            keep = node.name == "check_config"
-        else:
-            keep = isinstance(node, (ast.Assign, ast.AnnAssign))
-        if not keep:
-            continue
-        try:
-            exec(compile(ast.Module([node], []), source, "exec"), light.__dict__)
-        except (NameError, AttributeError, ImportError):
-            continue  # it needs what is left out (e.g. `SAMPLE_DEFAULTS = text.SAMPLE_DEFAULTS`)
-    if not (hasattr(light, "Config") and hasattr(light, "PRESETS")):
-        light = get(name)
-    _light[name] = light
-    return light
-
-
-_light = {}
+    """The model's presets module, `zoo/models/<model>_presets.py`: its `Config`, `PRESETS` and, where
+    it has them, `EVAL_KEYS` and `check_config`, which import no TensorFlow (the model's module imports
+    them from it)."""
+    return importlib.import_module(MODELS[choose("model", name, list(MODELS))] + "_presets")
 
 
 def preset(name: str, preset_name: str, assignments=(), light: bool = False):

@@ -34,84 +34,16 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo import onnx_build
 from zoo.models.steps import descend
+from zoo.models.wavenet_presets import Config, PRESETS, EVAL_KEYS, check_config
 from zoo.runtime import audio as zaudio
 from zoo.runtime.audio import HOP, MEL_BINS, MU, SILENCE, SILENT_FRAME, log_mel, mu_law_decode, mu_law_encode
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    dataset: str = "spoken_digit"
-    test_speaker: str = "theo"     # held out whole: the test set is his 500 recordings
-    val_from: int = 45             # recordings 45..49 of each train speaker and digit: validation
-    # Vocoder. With the words in the frames, 128 ms of receptive field is plenty, and 10 layers of
-    # 48 channels generate faster than real time on one core (`python -m zoo.bench --models wavenet`).
-    residual_channels: int = 48    # the width every layer keeps. At 32 the vocoder lost words even of the voices it
-                                   # trained on (re-synthesis of their validation clips: 92.4%, 95.6% at 48; the
-                                   # held-out voice 80.8%, 86.2% at 48). Wider costs speed per sample (see the card)
-    skip_channels: int = 96        # the skip projection feeds the head (twice the width, as at 32)
-    stacks: int = 1                # one stack of dilations 1, 2, ..., 512: 1,024 samples (128 ms)
-    layers_per_stack: int = 10
-    frame_channels: int = 256      # the frame network's width: 64 squeezed 3 x 80 mel values into too few features
-                                   # (4-epoch probes, scripts/records/wavenet_probes.jsonl: re-synthesis 32% at 64,
-    frame_layers: int = 3          # 41-42% at 256; 36-42% with 3 layers, whose validation NLL was lowest). Once a frame,
-                                   # so free per sample. 3 layers of 3-frame convolutions: 7 frames (112 ms) of context
-    clip_length: int = 5120        # samples per training window (40 frames): the whole of 90% of clips
-    vocoder_copies: int = 2        # speed- and gain-perturbed copies of each training clip for the vocoder:
-                                   # new "voices" (5 speakers are few); an epoch stays one pass of the originals
-    mel_noise: float = 0.1         # Gaussian noise on the vocoder's log-mel input in training: the prior's
-                                   # frames are not exactly a recording's
-    # Prior: a small causal transformer, chosen over a GRU and causal convolutions by measurement
-    # (`scripts/wavenet_probes.py prior`: at half this schedule its frames were heard right 91.5% of
-    # the time through Griffin-Lim, the GRU's 77.5%, the convolutions' 73.5%).
-    prior_units: int = 128         # the transformer's width (at most 64 frames: a small model is enough)
-    prior_blocks: int = 3          # decoder blocks
-    prior_heads: int = 4           # attention heads of 32 values each
-    attention_dropout: float = 0.1 # on the attention weights in training
-    prenet_units: int = 128        # Tacotron's pre-net on the previous frame, with dropout 0.5 in
-    prior_dropout: float = 0.5     # training: the prior cannot lean on copying its last input
-    mixtures: int = 4              # Gaussian components per frame
-    max_frames: int = 64           # 1.02 s: 99.4% of the recordings are shorter
-    prior_batch_size: int = 60     # sequences per step: 12 epochs of 32 left the prior's words unclear (75.5% of its
-                                   # frames heard right through Griffin-Lim; 84% after 3x the sequences); 22 x 60 is
-                                   # about the 14 x 96 of the previous run, whose prior was heard right 88% of the time
-    batch_size: int = 8            # vocoder windows per step
-    epochs: int = 22               # the vocoder was undertrained: re-synthesis 32% after 4 epochs, 61% after 14 (probes),
-                                   # 82.4% after 22. 30 epochs (66 min, over the 60-minute aim) lowered its NLL
-                                   # (3.99 -> 3.95 bits) but not re-synthesis (81.8%): scripts/records/wavenet_probes.jsonl
-    steps_per_epoch: int = 0       # 0: one pass over the train clips at batch_size
-    learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
-    sample_rate: int = 8000
-    generate_per_digit: int = 20   # generated clips per digit judged by the digit classifier
-    mel_temperature: float = 0.2   # the prior's noise scale when sampling (1: as trained); lower adds less
-                                   # per-band noise to each frame (accuracy was the same at 0.6: see the card)
-    resynthesis_clips: int = 0     # held-out clips re-synthesised from their mels (0: all 500)
-    judge_epochs: int = 25         # the spoken-digit classifier's training (zoo.metrics.audio_classifier)
-    seed: int = 0
-
-
-PRESETS = {
-    "default": Config(),
-    "tiny": Config(residual_channels=4, skip_channels=8, stacks=1, layers_per_stack=3, frame_channels=4,
-                   clip_length=256, prior_units=8, prior_blocks=1, prior_heads=2, prenet_units=8, mixtures=2, max_frames=4, prior_batch_size=4,
-                   val_from=2, batch_size=4, epochs=2, steps_per_epoch=3, generate_per_digit=2,
-                   resynthesis_clips=4, judge_epochs=1),
-}
 DATASET = Config.dataset
-# Read only by evaluate(): overriding them keeps the run folder and the export folder.
-EVAL_KEYS = ("generate_per_digit", "mel_temperature", "resynthesis_clips", "judge_epochs")
 NUM_CLASSES = 10
 # `seconds` is the longest a clip may grow (the prior ends each word itself); at most max_frames.
 SAMPLE_DEFAULTS = {"digits": "0,1,2,3,4,5,6,7,8,9", "seconds": 1.0, "temperature": 1.0, "mel_temperature": 0.2,
                    "seed": 0, "out": "samples/wavenet", "vocoder": "wavenet"}
-def check_config(cfg):
-    from zoo.config import UsageError
-
-    if cfg.clip_length % HOP:
-        raise UsageError(f"clip_length={cfg.clip_length} is not a whole number of {HOP}-sample frames")
-    if cfg.prior_units % cfg.prior_heads:
-        raise UsageError(f"prior_units={cfg.prior_units} is not a multiple of prior_heads={cfg.prior_heads}")
-    if cfg.sample_rate != 8000:
-        raise UsageError(f"sample_rate={cfg.sample_rate}: spoken_digit and the log-mel frames are 8 kHz")
 
 
 LOG_SCALE_MIN = math.log(0.01)  # the prior's smallest scale: silent frames are exact, not a spike
