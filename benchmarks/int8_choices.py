@@ -58,27 +58,27 @@ def score(model: str, path: str, ids_file: str, export_dir: str = None) -> float
     return text.recurrent_nll_onnx(session, ids, sizes)
 
 
-def emulated_scores(cpu: str, model: str, paths: list, ids_file: str, export_dir: str = None) -> list:
-    """`score` of each file in a child process under qemu-x86_64 -cpu `cpu`."""
-    code = ("import sys, json; sys.path.insert(0, 'benchmarks'); from int8_choices import score; "
-            f"print(json.dumps([score({model!r}, p, {ids_file!r}, {export_dir!r}) for p in {paths!r}]))")
+def emulated(cpu: str, function: str, *args):
+    """`function(*args)` of this script, run in a child process under qemu-x86_64 -cpu `cpu`."""
+    code = ("import sys, json; sys.path.insert(0, 'benchmarks'); import int8_choices; "
+            f"print(json.dumps(int8_choices.{function}(*json.loads(sys.argv[1]))))")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
-    result = subprocess.run(["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", code], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=7200)
+    result = subprocess.run(["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", code, json.dumps(args)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=7200)
     if result.returncode:
         raise RuntimeError(f"qemu run failed: {result.stderr.strip().splitlines()[-1:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scores(model: str, paths: list, ids_file: str, export_dir: str = None) -> list:
+    """`score` of each file."""
+    return [score(model, p, ids_file, export_dir) for p in paths]
 
 
 def tiny(emulate: str, record: str, settings: list):
     """The tests' tiny lstm and transformer (trained on tfds.testing.mock_data, as tests/conftest.py
     trains them), each setting's test loss on the mock test split and largest output difference from
     fp32 on the export's test data, on this CPU and on the emulated one: what the tests check."""
-    import glob
-
-    import onnx
-    from onnx import numpy_helper
-
     from tests.conftest import mock_data
     from zoo import data as zdata, registry
     from zoo.evaluate import evaluate
@@ -87,8 +87,6 @@ def tiny(emulate: str, record: str, settings: list):
     from zoo.train import train
 
     tmp = Path(tempfile.mkdtemp(prefix="int8-tiny-"))
-    code = ("import sys, json; sys.path.insert(0, 'benchmarks'); from int8_choices import tiny_scores; "
-            "print(json.dumps(tiny_scores(*json.loads(sys.argv[1]))))")
     try:
         for model, graph in GRAPHS.items():
             cfg = registry.preset(model, "tiny")
@@ -105,17 +103,12 @@ def tiny(emulate: str, record: str, settings: list):
                 quantize_int8(fp32, paths[-1], {"op_types": GRAPH_OPS[model], **SETTINGS[name]})
             job = [model, str(folder), graph, paths, str(tmp / f"{model}-ids.npy")]
             here = tiny_scores(*job)
-            emulated = None
-            if emulate:
-                result = subprocess.run(["qemu-x86_64", "-cpu", emulate, sys.executable, "-c", code, json.dumps(job)],
-                                        cwd=ROOT, capture_output=True, text=True, timeout=7200,
-                                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1"))
-                emulated = json.loads(result.stdout.strip().splitlines()[-1])
+            there = emulated(emulate, "tiny_scores", *job) if emulate else None
             for i, name in enumerate(["fp32"] + settings):
                 row = {"model": f"{model} (tiny preset, mock data)", "graph": graph, "setting": name,
-                       "test_nats_per_char": {"here": here[i][0], f"qemu {emulate}": emulated[i][0] if emulated else None},
+                       "test_nats_per_char": {"here": here[i][0], f"qemu {emulate}": there[i][0] if there else None},
                        "max_abs_diff_vs_fp32": {"here": here[i][1],
-                                                f"qemu {emulate}": emulated[i][1] if emulated else None},
+                                                f"qemu {emulate}": there[i][1] if there else None},
                        "here_cpu": cpu_features(), "command": "python benchmarks/int8_choices.py --tiny"}
                 print(json.dumps(row), flush=True)
                 with open(record, "a") as f:
@@ -126,16 +119,11 @@ def tiny(emulate: str, record: str, settings: list):
 
 def tiny_scores(model, folder, graph, paths, ids_file) -> list:
     """[(test nats/char, largest output difference from the first file on the test data)] per file."""
-    import glob
-
-    import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
 
-    inputs = {}
-    for path in sorted(glob.glob(f"{folder}/test_data/{graph}/test_data_set_0/input_*.pb")):
-        tensor = onnx.TensorProto.FromString(Path(path).read_bytes())
-        inputs[tensor.name] = numpy_helper.to_array(tensor)
+    from zoo.export import read_test_inputs
+
+    inputs = read_test_inputs(Path(folder) / "test_data" / graph / "test_data_set_0")
     outputs = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, inputs) for p in paths]
     return [(score(model, p, ids_file, folder), max(float(np.abs(a - b).max()) for a, b in zip(outputs[0], out)))
             for p, out in zip(paths, outputs)]
@@ -182,15 +170,14 @@ def main(argv=None):
             for name in names:
                 quantize_int8(fp32, files[name], {"op_types": op_types, **SETTINGS[name]})
             paths = [fp32] + [str(files[n]) for n in names]
-            here = [score(model, p, ids_file) for p in paths]
-            here_head = [score(model, p, head_file) for p in paths]
-            emulated = emulated_scores(emulate, model, paths, head_file) if emulate else [None] * len(paths)
+            here, here_head = scores(model, paths, ids_file), scores(model, paths, head_file)
+            there = emulated(emulate, "scores", model, paths, head_file) if emulate else [None] * len(paths)
             for i, name in enumerate(["fp32"] + names):
                 row = {"model": model, "graph": graph, "setting": name,
                        "quantize_dynamic": None if name == "fp32" else {"op_types_to_quantize": list(op_types),
                                                                         **SETTINGS[name]},
                        "test_nats_per_char": {"here": here[i], f"here, {head}": here_head[i],
-                                              f"qemu {emulate}, {head}": emulated[i]}}
+                                              f"qemu {emulate}, {head}": there[i]}}
                 if name != "fp32":
                     speed = compare_graphs(fp32, str(files[name]), batch=1)
                     row["step_us_fp32_then_int8"] = {f"{n} threads": [round(t, 1) for t in speed[n]] for n in (1, 2)}

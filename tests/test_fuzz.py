@@ -4,7 +4,6 @@ the runtime's one-line ValueError; none aborts, hangs or reaches ONNX Runtime's 
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

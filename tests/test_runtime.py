@@ -163,15 +163,9 @@ ALL_MODELS = ["rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet",
 
 def _valid_inputs(export, graph):
     """The export's own test data set for `graph`: inputs the graph takes."""
-    from onnx import numpy_helper
-    import onnx
+    from zoo.export import read_test_inputs
 
-    folder = export.path / export.graph(graph)["test_data"]
-    inputs = {}
-    for path in sorted(folder.glob("input_*.pb")):
-        tensor = onnx.TensorProto.FromString(path.read_bytes())
-        inputs[tensor.name] = numpy_helper.to_array(tensor)
-    return inputs
+    return read_test_inputs(export.path / export.graph(graph)["test_data"])
 
 
 def _mutate(inputs, specs, rng):

@@ -230,6 +230,15 @@ def write_test_data(folder: Path, graph, inputs: dict, outputs: dict, output_nam
         (folder / f"output_{i}.pb").write_bytes(tensor.SerializeToString())
 
 
+def read_test_inputs(folder: Path) -> dict:
+    """The inputs of a test data set `write_test_data` wrote: {input name: array}."""
+    import onnx
+    from onnx import numpy_helper
+
+    tensors = [onnx.TensorProto.FromString(p.read_bytes()) for p in sorted(Path(folder).glob("input_*.pb"))]
+    return {t.name: numpy_helper.to_array(t) for t in tensors}
+
+
 def file_table(root: Path, skip=("manifest.json",)) -> dict:
     return {
         str(p.relative_to(root)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -433,8 +442,9 @@ def int8_portability(options: dict) -> str:
                "saturates on any x86-64 CPU.")
     else:
         return saturation + "This variant's int8 weights use all 8 bits: on a CPU without VNNI its outputs can differ."
-    return (saturation + how + " On an emulated AVX2 CPU without VNNI its test figure came out within 0.001 "
-            "of this one; its speed there was not measured (benchmarks/int8-choices.md).")
+    return (saturation + how + " On an emulated AVX2 CPU without VNNI its score of the test split's first 8,192 "
+            "characters came out within 0.001 of this CPU's; its speed there was not measured "
+            "(benchmarks/int8-choices.md).")
 
 
 def quantize_int8(source: Path, target: Path, settings: dict):
@@ -558,17 +568,11 @@ def remake_int8(name: str, folder) -> Path:
     """Make an export's int8 variants again from its own fp32 graphs with the model's INT8_GRAPHS
     settings, checked on each graph's test data and scored on the test split as `export` does them,
     then its card and file table: for new quantisation settings, without converting the graphs again."""
-    import onnx
-    from onnx import numpy_helper
-
     folder, module = Path(folder), registry.get(name)
     manifest = json.loads((folder / "manifest.json").read_text())
     for graph_name, settings in registry.hook(module, "INT8_GRAPHS", {}).items():
         spec = manifest["graphs"][graph_name]
-        inputs = {}
-        for path in sorted((folder / spec["test_data"]).glob("input_*.pb")):
-            tensor = onnx.TensorProto.FromString(path.read_bytes())
-            inputs[tensor.name] = numpy_helper.to_array(tensor)
+        inputs = read_test_inputs(folder / spec["test_data"])
         spec.setdefault("variants", {})["int8"] = int8_variant(folder, graph_name, settings, inputs)
         score_variants(folder, graph_name, {"int8": spec["variants"]["int8"]}, module, manifest["runtime"],
                        manifest.get("config") or {})

@@ -93,8 +93,7 @@ def build(entry, spec: dict, rng: np.random.Generator):
     dtype, shape, kind = np.dtype(entry[0]), tuple(entry[1]), entry[2]
     count = int(np.prod(shape, dtype=object))
     if count > 1 << 24:
-        fill = np.array(spec.get("range", [0])[0] if spec else 0).astype(dtype) if dtype != object else 0
-        return np.broadcast_to(np.asarray(fill, dtype), shape)
+        return np.broadcast_to(np.asarray((spec or {}).get("range", [0])[0]).astype(dtype), shape)
     lo, hi = (spec or {}).get("range", (0, 2))
     if np.issubdtype(dtype, np.integer) or dtype == bool:
         value = rng.integers(lo, hi, shape).astype(dtype) if dtype != bool else rng.random(shape) < 0.5
@@ -176,7 +175,7 @@ def worker(memory_limit: int):
         if case["inputs"].get("position_ids", ("",))[-1] == "valid":
             inputs["position_ids"] = positions(inputs, rng)
         try:
-            export.check_inputs(graph, inputs)
+            export.check_inputs(graph, inputs, precision)
         except ValueError as e:
             outcome, message = "refused", str(e)
         except Exception as e:  # noqa: BLE001 - a check that fails other than with ValueError is a finding

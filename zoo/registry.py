@@ -66,7 +66,7 @@ def check_contract(module):
 
     from zoo.config import ZooError
 
-    missing = [hook for hook, (required, _) in HOOKS.items() if required and not hasattr(module, hook)]
+    missing = [name for name, (required, _) in HOOKS.items() if required and not hasattr(module, name)]
     if missing:
         raise ZooError(f"model module {module.__name__} lacks {', '.join(missing)} (zoo.registry.HOOKS)")
     for attr in vars(module):

@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
-from zoo.models.diffusion_presets import Config, PRESETS, EVAL_KEYS, check_config
+# the contract's hooks (zoo.registry.HOOKS), defined without TensorFlow
+from zoo.models.diffusion_presets import Config, PRESETS, EVAL_KEYS, check_config  # noqa: F401
 from zoo.models.images import NUM_CLASSES, ImageData
 from zoo.models.steps import descend
 from zoo.runtime import diffusion as dmath

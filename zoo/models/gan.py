@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo.models import images
-from zoo.models.gan_presets import Config, PRESETS
+from zoo.models.gan_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.models.images import NUM_CLASSES, ImageData
 from zoo.models.steps import descend
 

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from zoo.models import text
-from zoo.models.lstm_presets import Config, PRESETS
+from zoo.models.lstm_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
 DATASET = Config.dataset

@@ -19,7 +19,7 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData, binarize
-from zoo.models.pixelcnn_presets import Config, PRESETS
+from zoo.models.pixelcnn_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.models.steps import descend
 
 

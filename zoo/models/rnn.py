@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from zoo.models import text
-from zoo.models.rnn_presets import Config, PRESETS
+from zoo.models.rnn_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
 DATASET = Config.dataset

@@ -17,7 +17,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.models import text
-from zoo.models.transformer_presets import Config, PRESETS, check_config
+from zoo.models.transformer_presets import Config, PRESETS, check_config  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.runtime.text import cache_names
 
 

@@ -16,7 +16,7 @@ from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData, binarize
 from zoo.models.steps import descend
-from zoo.models.vae_presets import Config, PRESETS, EVAL_KEYS
+from zoo.models.vae_presets import Config, PRESETS, EVAL_KEYS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
 DATASET = Config.dataset

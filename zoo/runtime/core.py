@@ -241,12 +241,13 @@ class Export:
         for spec in graph["inputs"] + graph["outputs"]:
             shape = [sizes.get(d, 1) if isinstance(d, str) else d for d in spec["shape"]]
             need[repr(spec["name"]) + f" {shape}"] = np.dtype(spec["dtype"]).itemsize * int(np.prod(shape, dtype=object))
+        inner = []
         for spec in graph.get("intermediates", []):
             shape = [dimension(d, sizes) for d in spec["shape"]]
-            need[f"an intermediate {shape}"] = spec["bytes"] * int(np.prod(shape, dtype=object))
-        inner = [k for k in need if k.startswith("an intermediate")]
-        for key in sorted(inner, key=need.get)[:-1]:  # the largest one stands for them all
-            del need[key]
+            inner.append((spec["bytes"] * int(np.prod(shape, dtype=object)), shape))
+        if inner:  # the largest one stands for them all
+            most, shape = max(inner, key=lambda e: e[0])
+            need[f"an intermediate {shape}"] = most
         total = sum(need.values())
         if total > self.max_call_bytes:
             largest = max(need, key=need.get)

@@ -65,17 +65,17 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     return [prompt + "".join(vocabulary[j] for j in row) for row in generated]
 
 
-def check_text_call(export: Export, prompt: int, length: int, batch: int):
+def check_text_call(export: Export, prompt_length: int, length: int, batch: int):
     """Refuses a generation whose calls (the prompt's, in one call) or whose text would take more than
     the export's `max_call_bytes`, before anything is allocated."""
     info = export.runtime
     if info["kind"] == "text-cached":
-        export.check_call(info["graph"], {"batch": batch, "sequence": min(prompt, info["max_context"]),
+        export.check_call(info["graph"], {"batch": batch, "sequence": min(prompt_length, info["max_context"]),
                                           "capacity": info["max_context"]})
     else:
-        export.check_call(info["graph"], {"batch": batch, "time": prompt})
-    if 8 * batch * (prompt + length) > export.max_call_bytes:  # the ids it keeps, int64
-        raise ValueError(f"{batch} x {prompt + length} characters need more than this runtime's limit of "
+        export.check_call(info["graph"], {"batch": batch, "time": prompt_length})
+    if 8 * batch * (prompt_length + length) > export.max_call_bytes:  # the ids it keeps, int64
+        raise ValueError(f"{batch} x {prompt_length + length} characters need more than this runtime's limit of "
                          f"{export.max_call_bytes} bytes a call: ask for fewer or shorter texts")
 
 
