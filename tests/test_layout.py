@@ -74,3 +74,79 @@ def test_presets_load_without_tensorflow():
         "    assert registry.presets_module(name).__name__ == registry.MODELS[name] + '_presets'\n"
         "print('ok')")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path, top_level_only: bool) -> set:
+    """The modules `path` imports (`from a import b` counts as a.b too: b may be a module); with
+    `top_level_only`, only the imports run when the module is loaded, not those inside functions."""
+    tree = ast.parse(path.read_text())
+    nodes = []
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and top_level_only:
+            continue
+        nodes.append(node)
+        todo += list(ast.iter_child_nodes(node))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+ZOO_MODULES = {module_name(p): p for p in (ROOT / "zoo").rglob("*.py")}
+HEAVY = ("tensorflow", "keras", "tf2onnx", "tensorflow_datasets", "onnx")
+
+
+def test_the_runtime_and_the_server_import_no_tensorflow_and_nothing_above_them():
+    """zoo.runtime imports only itself (numpy, onnxruntime); zoo.serve only the runtime, zoo.triton and itself.
+    (tests/test_runtime.py imports them with TensorFlow blocked; this names the line that breaks the rule.)"""
+    allowed = {"zoo.runtime": ("zoo.runtime",), "zoo.serve": ("zoo.runtime", "zoo.serve", "zoo.triton", "zoo.registry",
+                                                                "zoo.config")}
+    found = []
+    for name, path in ZOO_MODULES.items():
+        package = next((p for p in allowed if name == p or name.startswith(p + ".")), None)
+        if package is None:
+            continue
+        for target in imported(path, top_level_only=False):
+            if target.split(".")[0] in HEAVY:
+                found.append(f"{name} imports {target}")
+            elif target.startswith("zoo") and target != "zoo" and not target.startswith(allowed[package]):
+                found.append(f"{name} imports {target}")
+    assert not found, found
+
+
+def test_no_import_cycles():
+    """The zoo's modules, by the imports that run when each is loaded, form no cycle."""
+    graph = {}
+    for name, path in ZOO_MODULES.items():
+        targets = set()
+        for target in imported(path, top_level_only=True):
+            while target and target not in ZOO_MODULES:  # `from zoo.a import f` -> zoo.a
+                target = target.rpartition(".")[0]
+            if target and target != name and target != "zoo":
+                targets.add(target)
+        graph[name] = targets
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles

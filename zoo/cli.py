@@ -47,7 +47,11 @@ def filtered_native_stderr():
 def start_tensorflow():
     """Import TensorFlow and find the devices, without the start-up chatter."""
     with filtered_native_stderr():
-        import tensorflow as tf
+        try:
+            import tensorflow as tf
+        except ImportError:  # the base install is the runtime alone
+            raise SystemExit('error: training, evaluation and export need TensorFlow: pip install ".[train]" '
+                             '(make venv installs it); sampling from an export needs only python -m zoo.runtime') from None
 
         tf.config.list_physical_devices()
 
