@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The server's venv: the runtime and KServe, no TensorFlow (kserve pins protobuf<7 and psutil<6, which
+# the test venv's Jupyter kernel and tritonclient refuse)
+SERVE_VENV := .venv-serve
 MODELS := rnn lstm transformer gan vae pixelcnn wavenet diffusion
 # Extra arguments for the zoo command, e.g. make train-rnn ARGS="--set epochs=2"
 ARGS ?=
@@ -17,7 +20,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv serve-venv serve test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +30,19 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install --quiet -e ".[serve]"
+	touch $@
+
+serve-venv: $(SERVE_VENV)/.installed
+
+# The exports behind KServe's model server on 127.0.0.1: REST (v2, /openai/v1) on 8080, gRPC on 8081.
+# make serve ARGS="--http-port 9000 --grpc-port 9001 --models gan,transformer"
+serve: serve-venv
+	$(SERVE_VENV)/bin/python -m zoo.serve exports $(ARGS)
 
 list: venv
 	$(PY) -m zoo list
@@ -65,7 +81,7 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 serve-web: web
 	$(PYTHON) web/serve.py $(ARGS)
 
-test: venv
+test: venv serve-venv
 	$(PY) -m pytest
 
 # Slow tests on the real data in $(TFDS_DATA_DIR).

@@ -104,8 +104,9 @@ def default_providers():
 class Export:
     """An `exports/<model>/` folder. `verify=True` checks every file against manifest.json."""
 
-    def __init__(self, path, verify: bool = True, providers=None, max_call_bytes: int = None):
+    def __init__(self, path, verify: bool = True, providers=None, max_call_bytes: int = None, threads: int = 0):
         self.path = Path(path)
+        self.threads = threads  # each session's intra-op threads (0: ONNX Runtime's default, one per core)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
             raise ExportFileError(f"{manifest_path} not found: is {self.path} a zoo export folder?")
@@ -160,12 +161,14 @@ class Export:
             raise ValueError(f"graph {name!r} of {self.path} has no {precision} variant (it has: {have})")
         return variants[precision]["onnx"]
 
-    def session(self, name: str, threads: int = 0, precision: str = "fp32"):
+    def session(self, name: str, threads: int = None, precision: str = "fp32"):
         """The ONNX Runtime session of graph `name`; `threads` > 0 caps its intra-op threads
-        (one thread runs a tiny per-sample step faster than two that must synchronise); `precision`
+        (one thread runs a tiny per-sample step faster than two that must synchronise; None: the
+        export's `threads`, e.g. a server replica's share of the cores); `precision`
         "int8" runs the graph's int8 variant where the manifest lists one."""
         if not isinstance(precision, str):
             raise ValueError(f"precision must be a string such as 'fp32' or 'int8', got {precision!r}")
+        threads = self.threads if threads is None else threads
         key = (name, threads, precision)
         if key not in self._sessions:
             import onnxruntime as ort
@@ -362,8 +365,8 @@ class Progress:
         self.close()
 
 
-def load(path, verify: bool = True, providers=None, max_call_bytes: int = None) -> Export:
-    return Export(path, verify=verify, providers=providers, max_call_bytes=max_call_bytes)
+def load(path, verify: bool = True, providers=None, max_call_bytes: int = None, threads: int = 0) -> Export:
+    return Export(path, verify=verify, providers=providers, max_call_bytes=max_call_bytes, threads=threads)
 
 
 def check_count(name: str, value, minimum: int = 0, maximum: int = None) -> int:

@@ -33,6 +33,18 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     `precision`: "fp32" (default, the graph itself), or a variant the export has (manifest: the graph's
     `variants`): "int8", or "standard" (the transformer's decoder in ONNX's standard ops only, fp32).
     """
+    texts = [prompt] * check_count("batch", batch, 1)
+    for chars in stream_text(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
+        texts = [text + c for text, c in zip(texts, chars)]
+    return texts
+
+
+def stream_text(export: Export, prompt: str = "ROMEO:", length: int = 400, temperature: float = 0.8,
+                top_k: int = 0, seed: int = 0, batch: int = 1, on_full: str = "slide", precision: str = "fp32"):
+    """sample_text one step at a time: an iterator of `length` lists, each the next character of every
+    one of the `batch` texts, made when it is asked for (a server streams them as they come; closing the
+    iterator ends the generation and frees its decoder). The request is checked here, before the first
+    step: a bad one raises ValueError at once."""
     kind = export.runtime.get("kind")
     if kind not in ("text-recurrent", "text-cached"):
         raise ValueError(f"{export.path} holds a {kind!r} model, not a text model")
@@ -42,27 +54,40 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     temperature, top_k = check_number("temperature", temperature, 0), check_count("top_k", top_k)
     seed = check_count("seed", seed)
     check_text_call(export, len(prompt), length, batch)
+    vocabulary = export.runtime["vocabulary"]
+    prompt_ids = encode(prompt, vocabulary)
     if kind == "text-cached":
-        return _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision)
+        if on_full not in ("slide", "refuse"):
+            raise ValueError(f"on_full must be 'slide' or 'refuse', got {on_full!r}")
+        limit = export.runtime["max_context"]
+        if on_full == "refuse" and len(prompt_ids) + length > limit:
+            raise ValueError(f"prompt ({len(prompt_ids)}) + length ({length}) exceed the model's context of "
+                             f"{limit} characters; shorten them or use on_full='slide'")
+        ids = _cached_ids(export, prompt_ids, length, temperature, top_k, seed, batch, precision)
+    else:
+        ids = _recurrent_ids(export, prompt_ids, length, temperature, top_k, seed, batch, precision)
+    return ([vocabulary[j] for j in step] for step in ids)
+
+
+def _recurrent_ids(export, prompt_ids, length, temperature, top_k, seed, batch, precision):
+    """Each step's sampled ids [batch] from a `text-recurrent` export's step graph."""
     info = export.runtime
-    vocabulary = info["vocabulary"]
     graph = info["graph"]
     specs = {s["name"]: s for s in export.graph(graph)["inputs"]}
-    tokens = np.tile(encode(prompt, vocabulary), (batch, 1))
     feed = {name: np.zeros((batch, specs[name]["shape"][1]), np.float32) for name in info["state"]}
-    feed["tokens"] = tokens
+    feed["tokens"] = np.tile(prompt_ids, (batch, 1))
     out = export.run(graph, feed, precision=precision)  # the whole prompt in one call, then one character a step
     session = export.session(graph, precision=precision)
     names = [o.name for o in session.get_outputs()]
     rng = np.random.default_rng(seed)
-    generated = np.zeros((batch, length), np.int32)
     for i in range(length):
         ids = sample_logits(out["logits"][:, -1], temperature, top_k, rng).astype(np.int32)
-        generated[:, i] = ids
+        yield ids
+        if i + 1 == length:
+            break
         feed = {name: out[next_name] for name, next_name in info["state"].items()}
         feed["tokens"] = ids[:, None]
         out = dict(zip(names, session.run(names, feed)))
-    return [prompt + "".join(vocabulary[j] for j in row) for row in generated]
 
 
 def check_text_call(export: Export, prompt_length: int, length: int, batch: int):
@@ -85,15 +110,10 @@ def cache_names(info: dict, which: str = "past") -> list:
     return [info[which].format(i=i, kind=kind) for i in range(info["num_layers"]) for kind in ("key", "value")]
 
 
-def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
-    info = export.runtime
-    vocabulary, limit = info["vocabulary"], info["max_context"]
-    if on_full not in ("slide", "refuse"):
-        raise ValueError(f"on_full must be 'slide' or 'refuse', got {on_full!r}")
-    prompt_ids = encode(prompt, vocabulary).astype(np.int64)
-    if on_full == "refuse" and len(prompt_ids) + length > limit:
-        raise ValueError(f"prompt ({len(prompt_ids)}) + length ({length}) exceed the model's context of "
-                         f"{limit} characters; shorten them or use on_full='slide'")
+def _cached_ids(export, prompt_ids, length, temperature, top_k, seed, batch, precision):
+    """Each step's sampled ids [batch] from a `text-cached` export's decoder: the prompt prefilled in
+    one call, then a character a call; when the cache is full, the last half of the context is re-read."""
+    limit = export.runtime["max_context"]
     history = np.zeros((batch, len(prompt_ids) + length), np.int64)
     history[:, : len(prompt_ids)] = prompt_ids
     filled = min(len(prompt_ids), limit)
@@ -102,13 +122,13 @@ def _sample_cached(export, prompt, length, temperature, top_k, seed, batch, on_f
         logits = decoder.prefill(history[:, len(prompt_ids) - filled : len(prompt_ids)])
         for i in range(len(prompt_ids), len(prompt_ids) + length):
             history[:, i] = sample_logits(logits, temperature, top_k, rng)
+            yield history[:, i]
             if i + 1 == history.shape[1]:
                 break
             if decoder.cached == limit:  # the cache is full: re-read the last half of the context
                 logits = decoder.prefill(history[:, i + 1 - limit // 2 : i + 1])
             else:
                 logits = decoder.step(history[:, i])
-    return [prompt + "".join(vocabulary[j] for j in row[len(prompt_ids):]) for row in history]
 
 
 KEPT_DECODERS = 2  # idle decoders an export keeps for later calls
