@@ -25,7 +25,7 @@ from conftest import ROOT, TEXT_MODELS
 EXPORTS = ROOT / "exports"
 SERVE_PYTHON = Path(os.environ.get("ZOO_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
 START_TIMEOUT = 180  # seconds: eight exports verified and loaded on a busy 2-core machine
-LINE = re.compile(r"^\S+ \S+ (zoo\.serve: \d+ models on .*|rest (GET|POST) \S+ (\d{3}|- \(client went away\)|\d{3} "
+LINE = re.compile(r"^\S+ \S+ (zoo\.serve: \d+ models on .*|ray: .*|rest (GET|POST) \S+ (\d{3}|- \(client went away\)|\d{3} "
                   r"\(client went away\)) [\d.]+ ms|grpc \w+ \S* \w+ [\d.]+ ms)$")
 
 
@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, *args: str):
         if not SERVE_PYTHON.exists():
             message = f"{SERVE_PYTHON} is missing: make serve-venv builds it"
             if os.environ.get("CI"):
@@ -46,7 +46,7 @@ class Server:
         self.log_path = tmp / "serve.log"
         self.proc = subprocess.Popen(
             [str(SERVE_PYTHON), "-m", "zoo.serve", str(EXPORTS), "--http-port", str(self.http),
-             "--grpc-port", str(self.grpc), "--concurrency", "2", "--grace", "20"],
+             "--grpc-port", str(self.grpc), "--concurrency", "2", "--grace", "20", *args],
             cwd=ROOT, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.http}"
 
@@ -69,13 +69,19 @@ class Server:
         return self.log_path.read_text()
 
     def stop(self):
+        """SIGTERM to the server (not its process group: a Ray cluster's daemons would die under it), then
+        SIGKILL to the whole group, whatever is left of it."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=40)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +332,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(server):
     thread = threading.Thread(target=long_request)
     thread.start()
     time.sleep(0.5)  # the request is being computed
-    os.killpg(server.proc.pid, signal.SIGTERM)
+    server.proc.send_signal(signal.SIGTERM)
     thread.join(timeout=60)
     assert server.proc.wait(timeout=40) == 0, server.log()[-3000:]
     response = result["response"]
@@ -336,4 +342,137 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(server):
     lines = server.log().splitlines()
     assert sum("zoo.serve:" in line for line in lines) == 1
     odd = [line for line in lines if not LINE.match(line)]
+    assert not odd, odd[:5]
+
+
+def test_batched_calls_answer_each_request_with_its_own_rows(exports):
+    """zoo.serve.batches (a replica's dynamic batcher's work): requests of several graphs and sizes, run
+    as few calls as their shapes allow, give each request what its own call gives."""
+    from zoo.serve import batches
+
+    gan, vae = exports["gan"], exports["vae"]
+    rng = np.random.default_rng(0)
+    items, calls = [], []
+    for rows in (1, 3, 40, 30, 2, 70, 1):  # in order, up to MAX_BATCH_ROWS = 64 a call; 70 rows run alone
+        items.append(("generator", {"z": rng.standard_normal((rows, 64)).astype(np.float32),
+                                    "label": rng.integers(0, 10, rows).astype(np.int32)}))
+    items.append(("decoder", {"z": rng.standard_normal((2, 32)).astype(np.float32)}))
+
+    class Counting:  # the export, counting its calls and their rows
+        def __init__(self, export):
+            self.export = export
+
+        def run(self, graph, feed, check=True):
+            calls.append((graph, len(next(iter(feed.values())))))
+            return self.export.run(graph, feed, check=check)
+
+    results = batches.run_together(Counting(gan), items[:-1])
+    assert calls == [("generator", 44), ("generator", 32), ("generator", 70), ("generator", 1)], calls
+    for (graph, feed), got in zip(items[:-1], results):
+        want = gan.run(graph, feed)
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+    calls.clear()
+    (decoded,) = batches.run_together(Counting(vae), items[-1:])
+    assert calls == [("decoder", 2)]
+    np.testing.assert_allclose(decoded["probabilities"], vae.run("decoder", items[-1][1])["probabilities"],
+                               rtol=1e-5, atol=1e-6)
+
+
+def replica_pids(app: str) -> list:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if f"ServeReplica:{app}:" in line]
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory):
+    """The server with gan's and rnn's models in two Ray Serve replicas each, batching on."""
+    s = Server(tmp_path_factory.mktemp("replicas"), "--models", "gan,rnn", "--replicas", "2")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def test_replicas_answer_as_the_runtime_does_under_concurrent_load(replicated, exports):
+    """16 clients at once: the batched gan_generator answers each with its own rows; gan's generation,
+    rnn's completions (greedy and streamed) equal zoo.runtime's."""
+    import httpx
+    import tritonclient.grpc as grpcclient
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zoo.runtime.images import sample_images
+    from zoo.runtime.text import sample_text
+
+    gan = exports["gan"]
+
+    def one(k):
+        rng = np.random.default_rng(k)
+        z = rng.standard_normal((1 + k % 3, 64)).astype(np.float32)
+        label = (np.arange(len(z)) + k).astype(np.int32) % 10
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{replicated.grpc}")
+        got = grpc_infer(client, "gan_generator", {"z": z, "label": label.reshape(-1, 1)})["image"]
+        return np.abs(got - gan.run("generator", {"z": z, "label": label})["image"]).max()
+
+    with ThreadPoolExecutor(16) as pool:
+        assert max(pool.map(one, range(320))) < 1e-5
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{replicated.grpc}")
+    got = grpc_infer(client, "gan", {"labels": np.array([2, 7], np.int32), "seed": np.array([9])})
+    assert np.array_equal(got["images"], sample_images(gan, [2, 7], 8, 9)[0])
+    body = {"model": "rnn", "prompt": "ROMEO:", "max_tokens": 80, "temperature": 0}
+    greedy = httpx.post(replicated.url + "/openai/v1/completions", json=body, timeout=60).json()
+    assert greedy["choices"][0]["text"] == sample_text(exports["rnn"], "ROMEO:", 80, 0.0)[0][6:]
+    with httpx.stream("POST", replicated.url + "/openai/v1/completions", timeout=60,
+                      json={**body, "stream": True, "temperature": 0.8, "seed": 3}) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["text"] for e in events) == sample_text(exports["rnn"], "ROMEO:", 80, 0.8, 0, 3)[0][6:]
+    bad = httpx.post(replicated.url + "/v2/models/gan/infer", timeout=30,
+                     json={"inputs": [{"name": "labels", "shape": [1], "datatype": "INT32", "data": [12]}]})
+    assert bad.status_code == 400 and "labels" in bad.json()["error"]
+
+
+def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(replicated):
+    import tritonclient.grpc as grpcclient
+
+    assert len(replica_pids("gan")) == 2
+    results, stop = [], time.monotonic() + 14
+
+    def load(k):
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{replicated.grpc}")
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                grpc_infer(client, "gan", {"labels": np.array([k % 10], np.int32)})
+                results.append((started, None))
+            except Exception as e:  # noqa: BLE001 - what the client sees is the point
+                results.append((started, str(e)))
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    victim, killed = replica_pids("gan")[0], time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=60)
+    failed = [(round(started - killed, 2), error) for started, error in results if error]
+    assert all("StatusCode.INTERNAL" in error for _, error in failed), failed[:3]
+    assert all(when < 5 for when, _ in failed), failed  # the requests it held, or sent just as it died
+    assert sum(started > killed + 5 and error is None for started, error in results) > 20  # and later ones answered
+    deadline = time.monotonic() + 90
+    while (len(replica_pids("gan")) < 2 or victim in replica_pids("gan")) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(replica_pids("gan")) == 2 and victim not in replica_pids("gan")
+
+
+def test_sigterm_stops_the_replicas_too(replicated):
+    replicated.proc.send_signal(signal.SIGTERM)
+    assert replicated.proc.wait(timeout=90) == 0, replicated.log()[-3000:]
+    deadline = time.monotonic() + 30
+    while (replica_pids("gan") or replica_pids("rnn")) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not replica_pids("gan") and not replica_pids("rnn")
+    odd = [line for line in replicated.log().splitlines() if not LINE.match(line)]
     assert not odd, odd[:5]

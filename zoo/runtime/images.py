@@ -25,6 +25,23 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
     `sampler`: diffusion exports only: sampler ("ddim" or "ddpm"), steps, eta, guidance.
     """
     info = export.runtime
+    labels, per_label, seed = check_request(export, labels, per_label, seed)
+    rng = np.random.default_rng(seed)
+    flat = np.repeat(labels, per_label)
+    if info["kind"] == "image-autoregressive":
+        pixels = sample_pixels(export, flat, rng)
+        return (pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
+    if info["kind"] == "image-diffusion":
+        image = sample_diffusion(export, flat, seed=seed, **sampler)
+    else:
+        image = export.run(info["graph"], generator_feed(export, flat, rng))[info["output"]]
+    return to_uint8(export, image, per_label), labels
+
+
+def check_request(export: Export, labels, per_label: int, seed: int) -> tuple:
+    """(labels as an int32 array, per_label, seed), checked, and the calls they make within the export's
+    per-call memory limit: a one-line ValueError naming the argument otherwise."""
+    info = export.runtime
     if info.get("kind") not in KINDS:
         raise ValueError(f"{export.path} holds a {info.get('kind')!r} model, not an image generator")
     per_label, seed = check_count("per_label", per_label, 1), check_count("seed", seed)
@@ -36,21 +53,24 @@ def sample_images(export: Export, labels="0,1,2,3,4,5,6,7,8,9", per_label: int =
         export.check_call(info["graph"], {"batch": 2 * batch})
     else:
         export.check_call(info["graph"], {"batch": batch})
-    rng = np.random.default_rng(seed)
-    flat = np.repeat(labels, per_label)
-    if info["kind"] == "image-autoregressive":
-        pixels = sample_pixels(export, flat, rng)
-        return (pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
-    if info["kind"] == "image-diffusion":
-        image = sample_diffusion(export, flat, seed=seed, **sampler)
-    else:
-        feed = {"z": rng.standard_normal((len(flat), info["latent_dim"])).astype(np.float32)}
-        if info["conditional"]:
-            feed["label"] = flat
-        image = export.run(info["graph"], feed)[info["output"]]
-    low, high = info["output_range"]
+    return labels, per_label, seed
+
+
+def generator_feed(export: Export, flat_labels: np.ndarray, rng: np.random.Generator) -> dict:
+    """An image-generator's one call: Gaussian noise for each image (and its label, if conditional).
+    Rows never mix, so a server may run several requests' feeds as one batch."""
+    info = export.runtime
+    feed = {"z": rng.standard_normal((len(flat_labels), info["latent_dim"])).astype(np.float32)}
+    if info["conditional"]:
+        feed["label"] = flat_labels
+    return feed
+
+
+def to_uint8(export: Export, image: np.ndarray, per_label: int) -> np.ndarray:
+    """A generator's or sampler's output [N, H, W, 1] in its `output_range` -> uint8 [N / per_label, per_label, H, W]."""
+    low, high = export.runtime["output_range"]
     pixels = np.clip((image[..., 0] - low) / (high - low), 0, 1)
-    return np.round(pixels * 255).astype(np.uint8).reshape(len(labels), per_label, *pixels.shape[1:]), labels
+    return np.round(pixels * 255).astype(np.uint8).reshape(-1, per_label, *pixels.shape[1:])
 
 
 def sample_pixels(export: Export, labels: np.ndarray, rng: np.random.Generator, full_image: bool = False):

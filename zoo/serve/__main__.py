@@ -39,10 +39,19 @@ def parse_args(argv):
     parser.add_argument("--http-port", type=int, default=8080, help="REST: v2 and /openai/v1")
     parser.add_argument("--grpc-port", type=int, default=8081, help="gRPC: v2 (Triton's client speaks it)")
     parser.add_argument("--models", default=None, help="comma-separated models to serve (default: every export)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="intra-op threads of each ONNX Runtime session (0: one per core)")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="run each export's models in this many Ray Serve replicas (processes), with dynamic "
+                             "batching; 0: in this process")
+    parser.add_argument("--max-batch", type=int, default=64,
+                        help="replicas: requests one batched call may join (1: no batching)")
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0,
+                        help="replicas: how long a batch waits for more requests once its first one is in")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of each ONNX Runtime session (default: one per core, shared "
+                             "among the replicas of an export)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
-                        help="requests computed at once (the runtime's thread pool); others wait their turn")
+                        help="without replicas: requests computed at once (the runtime's thread pool); others "
+                             "wait their turn (a replica computes one call at a time)")
     parser.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
                         help="a request body (REST) or message (gRPC) larger than this is refused")
     parser.add_argument("--max-call-bytes", type=int, default=None,
@@ -53,9 +62,13 @@ def parse_args(argv):
     for name in ("http_port", "grpc_port"):
         if not 0 <= getattr(args, name) < 65536:
             parser.error(f"--{name.replace('_', '-')} must be a port number from 0 to 65535")
-    for name in ("threads", "concurrency", "max_request_bytes"):
-        if getattr(args, name) < (0 if name == "threads" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'threads' else '>= 1'}")
+    for name, least in (("threads", 0), ("concurrency", 1), ("max_request_bytes", 1), ("replicas", 0),
+                        ("max_batch", 1), ("batch_wait_ms", 0)):
+        value = getattr(args, name)
+        if value is not None and not value >= least:
+            parser.error(f"--{name.replace('_', '-')} must be >= {least}")
+    if args.threads is None:  # the cores shared among an export's replicas
+        args.threads = max(1, (os.cpu_count() or 1) // args.replicas) if args.replicas else 0
     return args
 
 
@@ -76,16 +89,28 @@ def load_exports(args) -> dict:
             for m in wanted}
 
 
-def build_models(exports: dict, pool) -> list:
-    from zoo.serve.models import GenerateModel, GraphModel
+def build_models(args, exports: dict, pool) -> tuple:
+    """The server's models, and the completions' sources of characters: computed here, or by each
+    export's Ray Serve replicas."""
+    from zoo.serve.completions import local_text
+    from zoo.serve.models import export_models
 
-    models = []
-    for name, export in exports.items():
-        models += [GraphModel(f"{name}_{graph}", export, graph, pool) for graph in export.manifest["graphs"]]
-        models.append(GenerateModel(name, export, pool))
-    for model in models:
-        model.load()
-    return models
+    texts = [name for name, export in exports.items() if export.runtime["kind"] in TEXT_KINDS]
+    if not args.replicas:
+        models = [m for export in exports.values() for m in export_models(export, pool)]
+        for model in models:
+            model.load()
+        return models, {name: local_text(exports[name], pool) for name in texts}
+    try:
+        from zoo.serve import replicas
+    except ImportError as e:
+        raise SystemExit(f'error: --replicas needs Ray Serve ({e}): pip install ".[serve]"') from None
+
+    handles = replicas.start(exports, args.replicas, args.threads, args.max_batch, args.batch_wait_ms / 1000,
+                             args.max_call_bytes)
+    models = [replicas.remote_model(m, handles[name]) for name, export in exports.items()
+              for m in export_models(export, None)]
+    return models, {name: replicas.remote_text(handles[name]) for name in texts}
 
 
 class RequestLog:
@@ -164,7 +189,7 @@ def grpc_log_interceptor():
     return LogInterceptor()
 
 
-async def serve(args, exports: dict, models: list, pool):
+async def serve(args, exports: dict, models: list, sources: dict):
     import uvicorn
     from grpc import aio
     from kserve.model_repository import ModelRepository
@@ -189,7 +214,7 @@ async def serve(args, exports: dict, models: list, pool):
     rest.create_application()
     from kserve.model_server import app
 
-    add_routes(app, {n: e for n, e in exports.items() if e.runtime["kind"] in TEXT_KINDS}, pool)
+    add_routes(app, {n: exports[n] for n in sources}, sources)
     app.add_middleware(RequestLog, max_bytes=args.max_request_bytes)
 
     # gRPC: KServe's servicer and error mapping on --host (KServe's GRPCServer listens on [::])
@@ -209,8 +234,9 @@ async def serve(args, exports: dict, models: list, pool):
             await asyncio.sleep(0.05)
         if rest._server.started:
             names = ", ".join(m.name for m in models)
-            log.info("zoo.serve: %d models on http://%s:%d (REST, /openai/v1) and %s:%d (gRPC): %s",
-                     len(models), args.host, args.http_port, args.host, args.grpc_port, names)
+            where = f"{args.replicas} Ray Serve replicas an export" if args.replicas else "this process"
+            log.info("zoo.serve: %d models on http://%s:%d (REST, /openai/v1) and %s:%d (gRPC), computed in %s: %s",
+                     len(models), args.host, args.http_port, args.host, args.grpc_port, where, names)
 
     announcer = asyncio.create_task(announce())
     try:
@@ -239,12 +265,18 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="zoo-runtime")
-    models = build_models(exports, pool)
+    models, sources = build_models(args, exports, pool)
     # uvicorn re-raises the signal that stopped it once it has drained: by then the server has exited cleanly
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    asyncio.run(serve(args, exports, models, pool))
-    pool.shutdown(wait=True)
+    try:
+        asyncio.run(serve(args, exports, models, sources))
+    finally:
+        if args.replicas:
+            from zoo.serve import replicas
+
+            replicas.stop()
+        pool.shutdown(wait=True)
     return 0
 
 

@@ -87,26 +87,13 @@ def chunk(rid: str, created: int, model: str, text: str, finish=None) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
-def add_routes(app, exports: dict, pool):
-    """Registers the completion routes for `exports` ({model name: Export} of the text models)."""
+def local_text(export, pool):
+    """A completion's characters from `export` in this process: each step a call in `pool`, so the event
+    loop stays free while the runtime computes; closing the stream closes the runtime's generation."""
 
-    async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "zoo"}
-                                           for name in exports]}
-
-    async def completions(raw: Request):
-        try:
-            request = parse(await raw.body(), exports)
-            export = exports[request["model"]]
-            steps = stream_text(export, request["prompt"], request["max_tokens"], request["temperature"],
-                                request["top_k"], request["seed"])
-        except RequestError as e:
-            return error(e)
-        except ValueError as e:  # the runtime's refusals: characters outside the vocabulary, sizes
-            return error(RequestError(str(e).splitlines()[0], "prompt"))
-        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        loop = asyncio.get_running_loop()
-        lock = threading.Lock()  # one step at a time; closing waits for a step in flight
+    async def characters(prompt: str, max_tokens: int, temperature: float, top_k: int, seed: int):
+        steps = stream_text(export, prompt, max_tokens, temperature, top_k, seed)  # a bad request raises here
+        lock, loop = threading.Lock(), asyncio.get_running_loop()  # one step at a time; closing waits for it
 
         def step():
             with lock:
@@ -116,29 +103,61 @@ def add_routes(app, exports: dict, pool):
             with lock:
                 steps.close()
 
-        if not request["stream"]:
-            def whole():
-                with lock:
-                    return "".join(chars[0] for chars in steps)
+        try:
+            while True:
+                chars = await loop.run_in_executor(pool, step)
+                if chars is None:
+                    return
+                yield chars[0]
+        finally:
+            pool.submit(close)
 
-            text = await loop.run_in_executor(pool, whole)
+    return characters
+
+
+def add_routes(app, exports: dict, sources: dict):
+    """Registers the completion routes for the text models `exports` ({name: Export}), whose characters
+    come from `sources` ({name: async generator function}: `local_text`, or a Ray Serve replica's)."""
+
+    async def models():
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "zoo"}
+                                           for name in exports]}
+
+    async def completions(raw: Request):
+        try:
+            request = parse(await raw.body(), exports)
+        except RequestError as e:
+            return error(e)
+        chars = sources[request["model"]](request["prompt"], request["max_tokens"], request["temperature"],
+                                          request["top_k"], request["seed"])
+        try:  # the first character, or the runtime's refusal (characters outside the vocabulary, sizes)
+            first = await chars.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except Exception as e:
+            cause = getattr(e, "cause", None) or e  # a Ray Serve replica's exception arrives wrapped
+            if isinstance(cause, ValueError):
+                return error(RequestError(str(cause).splitlines()[0], "prompt"))
+            raise
+        rid, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), request["model"]
+        if not request["stream"]:
+            text = "" if first is None else first + "".join([c async for c in chars])
             prompt_tokens = len(request["prompt"])
-            return {"id": rid, "object": "text_completion", "created": created, "model": request["model"],
+            return {"id": rid, "object": "text_completion", "created": created, "model": model,
                     "choices": [{"text": text, "index": 0, "finish_reason": "length", "logprobs": None}],
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text),
                               "total_tokens": prompt_tokens + len(text)}}
 
         async def events():
             try:
-                while True:
-                    chars = await loop.run_in_executor(pool, step)
-                    if chars is None:
-                        break
-                    yield chunk(rid, created, request["model"], chars[0])
-                yield chunk(rid, created, request["model"], "", "length")
+                if first is not None:
+                    yield chunk(rid, created, model, first)
+                    async for c in chars:
+                        yield chunk(rid, created, model, c)
+                yield chunk(rid, created, model, "", "length")
                 yield "data: [DONE]\n\n"
             finally:  # also when the client went away: the generation ends at its next step
-                pool.submit(close)
+                await chars.aclose()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -14,7 +14,7 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from zoo.runtime.core import Export
-from zoo.triton import served_file
+from zoo.triton import served_file, state_pairs
 
 V2_TYPES = {"float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL"}
 
@@ -52,36 +52,67 @@ def output(name: str, array: np.ndarray, binary: bool) -> InferOutput:
     return out
 
 
-class ZooModel(Model):
-    """What both kinds share: the export, and the pool the runtime runs in."""
+def request_inputs(request: InferRequest) -> dict:
+    inputs = {item.name: item for item in request.inputs}
+    if len(inputs) != len(request.inputs):
+        raise InvalidInput(f"an input is named twice in {[i.name for i in request.inputs]}")
+    return inputs
 
-    def __init__(self, name: str, export: Export, pool):
+
+def respond(name: str, request: InferRequest, outputs: dict) -> InferResponse:
+    """The v2 response to `request` holding `outputs` (those it asked for, else all), in JSON, or binary
+    where it asked for that (REST's binary extension) or came over gRPC (raw contents, which Triton's
+    client reads)."""
+    wanted = [o.name for o in request.request_outputs or []]
+    unknown = sorted(set(wanted) - set(outputs))
+    if unknown:
+        raise InvalidInput(f"model {name!r} has no output {unknown[0]!r}; outputs: {', '.join(outputs)}")
+    binary = bool(request.from_grpc or request.use_binary_outputs)
+    return InferResponse(response_id=request.id or "", model_name=name,
+                         infer_outputs=[output(n, outputs[n], binary) for n in wanted or outputs],
+                         use_binary_outputs=request.use_binary_outputs,
+                         requested_outputs=request.request_outputs or None)
+
+
+class ZooModel(Model):
+    """What both kinds share: the export, the pool the runtime runs in, and the batcher.
+
+    A model whose work is one call of a stateless graph (`batch_graph`) splits it in three: `prepare`
+    (the request's checks, and the graph's inputs), the call, and `finish` (the outputs). In a Ray Serve
+    replica `batcher` is the replica's dynamic batcher, which runs the calls of requests that arrive
+    together as one (zoo.serve.replicas); otherwise, and for every other model, `compute` does the whole
+    request in the pool."""
+
+    batch_graph = None  # the graph whose calls rows of several requests may share (None: none)
+
+    def __init__(self, name: str, export: Export, pool, batcher=None):
         super().__init__(name)
-        self.export, self.pool = export, pool
+        self.export, self.pool, self.batcher = export, pool, batcher
 
     def load(self) -> bool:
         self.ready = True
         return self.ready
 
     async def predict(self, request: InferRequest, headers=None) -> InferResponse:
-        inputs = {item.name: item for item in request.inputs}
-        if len(inputs) != len(request.inputs):
-            raise InvalidInput(f"an input is named twice in {[i.name for i in request.inputs]}")
+        return respond(self.name, request, await self.outputs(request_inputs(request)))
+
+    async def outputs(self, inputs: dict) -> dict:
+        """The runtime's answer to `inputs` ({name: InferInput}): {output name: array}, or InvalidInput."""
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.pool, self.compute, inputs)
+            if self.batcher is not None and self.batch_graph is not None:
+                feed, context = self.prepare(inputs)
+                return self.finish(await self.batcher(self.batch_graph, feed), context)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self.compute, inputs)
         except (ValueError, KeyError, TypeError) as e:  # the runtime's refusals
             raise InvalidInput(str(e).strip("'\"").splitlines()[0]) from None
-        wanted = [o.name for o in request.request_outputs or []]
-        unknown = sorted(set(wanted) - set(outputs))
-        if unknown:
-            raise InvalidInput(f"model {self.name!r} has no output {unknown[0]!r}; outputs: {', '.join(outputs)}")
-        binary = bool(request.from_grpc or request.use_binary_outputs)
-        return InferResponse(response_id=request.id or "", model_name=self.name,
-                             infer_outputs=[output(n, outputs[n], binary) for n in wanted or outputs],
-                             use_binary_outputs=request.use_binary_outputs,
-                             requested_outputs=request.request_outputs or None)
 
     def compute(self, inputs: dict) -> dict:
+        raise NotImplementedError
+
+    def prepare(self, inputs: dict) -> tuple:
+        raise NotImplementedError
+
+    def finish(self, result: dict, context) -> dict:
         raise NotImplementedError
 
 
@@ -91,38 +122,48 @@ class GraphModel(ZooModel):
     is taken too). A recurrent step graph's state is an input and an output like any other (`state` in,
     `next_state` out): the client keeps it, where Triton's sequence batcher would."""
 
-    def __init__(self, name: str, export: Export, graph: str, pool):
-        super().__init__(name, export, pool)
+    def __init__(self, name: str, export: Export, graph: str, pool, batcher=None):
+        super().__init__(name, export, pool, batcher)
         self.graph = graph
         spec = export.graph(graph)
-        self.inputs, self.outputs = spec["inputs"], spec["outputs"]
+        self.input_specs, self.output_specs = spec["inputs"], spec["outputs"]
         # the file Triton's repository serves: a graph with contrib ops runs as its standard-ops variant
         self.precision = "standard" if served_file(spec) != spec["onnx"] else "fp32"
+        # as in Triton: stateless graphs are batched; recurrent steps and the cached decoder are not
+        stateful = state_pairs(spec) or export.runtime.get("kind") == "text-cached"
+        self.batch_graph = None if stateful else graph
 
     def load(self) -> bool:
         self.export.session(self.graph, precision=self.precision)  # fail at start, not at the first request
         return super().load()
 
     def get_input_types(self) -> list:
-        return [tensor_info(s) for s in self.inputs]
+        return [tensor_info(s) for s in self.input_specs]
 
     def get_output_types(self) -> list:
-        return [tensor_info(s) for s in self.outputs]
+        return [tensor_info(s) for s in self.output_specs]
 
-    def compute(self, inputs: dict) -> dict:
-        names = [s["name"] for s in self.inputs]
+    def prepare(self, inputs: dict) -> tuple:
+        names = [s["name"] for s in self.input_specs]
         missing, extra = sorted(set(names) - set(inputs)), sorted(set(inputs) - set(names))
         if missing or extra:
             raise InvalidInput(f"model {self.name!r} takes inputs {names}; missing {missing}, unexpected {extra}")
         feed = {}
-        for spec in self.inputs:
+        for spec in self.input_specs:
             array = as_array(inputs[spec["name"]], V2_TYPES[spec["dtype"]])
             if len(spec["shape"]) == 1 and array.ndim == 2 and array.shape[1] == 1:
                 array = array[:, 0]  # Triton's [batch, 1] for a graph's [batch]
             feed[spec["name"]] = array
-        result = self.export.run(self.graph, feed, precision=self.precision)
+        self.export.check_inputs(self.graph, feed, self.precision)
+        return feed, None
+
+    def compute(self, inputs: dict) -> dict:
+        feed, context = self.prepare(inputs)
+        return self.finish(self.export.run(self.graph, feed, check=False, precision=self.precision), context)
+
+    def finish(self, result: dict, context) -> dict:
         return {s["name"]: result[s["name"]].reshape(-1, 1) if len(s["shape"]) == 1 else result[s["name"]]
-                for s in self.outputs}
+                for s in self.output_specs}
 
 
 # The options a generation model takes, by the export's kind: name -> (v2 datatype family, what it is).
@@ -178,11 +219,13 @@ class GenerateModel(ZooModel):
     `lengths` and `sample_rate`, or `text` (BYTES [batch], the prompt included). The same seed gives
     what `zoo.runtime` gives."""
 
-    def __init__(self, name: str, export: Export, pool):
-        super().__init__(name, export, pool)
+    def __init__(self, name: str, export: Export, pool, batcher=None):
+        super().__init__(name, export, pool, batcher)
         self.kind = export.runtime["kind"]
         self.options = options_for(self.kind)
         self.defaults = export.runtime.get("sample_defaults", {})
+        # an image generator's request is one call of its generator: several requests' calls batch together
+        self.batch_graph = export.runtime["graph"] if self.kind == "image-generator" else None
 
     def get_input_types(self) -> list:
         return [{"name": k, "datatype": {"INT": "INT64", "FP": "FP32", "BYTES": "BYTES"}[family],
@@ -204,9 +247,31 @@ class GenerateModel(ZooModel):
             raise InvalidInput(f"model {self.name!r} has no input {extra[0]!r}; inputs: {', '.join(self.options)}")
         return {k: option(item, self.options[k][0], k in LISTS) for k, item in inputs.items()}
 
-    def compute(self, inputs: dict) -> dict:
+    def opts(self, inputs: dict) -> dict:
         got = self.read(inputs)
-        opts = {k: got.get(k, self.defaults.get(k)) for k in self.options}
+        return {k: got.get(k, self.defaults.get(k)) for k in self.options}
+
+    def prepare(self, inputs: dict) -> tuple:
+        """An image generator's request: the generator's inputs, as zoo.runtime.images.sample_images makes them."""
+        from zoo.runtime.images import check_request, generator_feed
+
+        opts = self.opts(inputs)
+        labels, per_label, seed = check_request(self.export, opts["labels"], opts["per_label"], opts["seed"])
+        feed = generator_feed(self.export, np.repeat(labels, per_label), np.random.default_rng(seed))
+        return feed, (labels, per_label)
+
+    def finish(self, result: dict, context) -> dict:
+        from zoo.runtime.images import to_uint8
+
+        labels, per_label = context
+        return {"images": to_uint8(self.export, result[self.export.runtime["output"]], per_label),
+                "labels": np.asarray(labels, np.int32)}
+
+    def compute(self, inputs: dict) -> dict:
+        if self.batch_graph is not None:
+            feed, context = self.prepare(inputs)
+            return self.finish(self.export.run(self.batch_graph, feed, check=False), context)
+        opts = self.opts(inputs)
         if self.kind.startswith("text"):
             from zoo.runtime.text import sample_text
 
@@ -228,3 +293,10 @@ class GenerateModel(ZooModel):
         sampler = {k: opts[k] for k in DIFFUSION_OPTIONS if k in self.options}
         images, labels = sample_images(self.export, opts["labels"], opts["per_label"], opts["seed"], **sampler)
         return {"images": images, "labels": np.asarray(labels, np.int32)}
+
+
+def export_models(export: Export, pool, batcher=None) -> list:
+    """An export's models: each graph (`<model>_<graph>`), then its generation (`<model>`)."""
+    name = export.model
+    return ([GraphModel(f"{name}_{graph}", export, graph, pool, batcher) for graph in export.manifest["graphs"]]
+            + [GenerateModel(name, export, pool, batcher)])
