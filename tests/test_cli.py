@@ -76,14 +76,18 @@ def test_export_without_training_is_a_clear_error(tmp_path, capsys):
     assert "train first" in capsys.readouterr().err
 
 
-def test_sample_bad_key_and_missing_export(tmp_path, capsys, trained):
+def test_sample_bad_option_and_missing_export(tmp_path, capsys, trained):
+    """python -m zoo sample is python -m zoo.runtime sample on the model's export: the same options."""
     export = trained("rnn")["export"]
-    assert main(["sample", "rnn", "--out", str(export), "--set", "temprature=1"]) == 2
-    assert "unknown key 'temprature'; valid keys: length, prompt, seed, temperature, top_k" in capsys.readouterr().err
-    assert main(["sample", "rnn", "--out", str(export), "--set", "prompt=\u00e9t\u00e9"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", "rnn", "--export", str(export), "--temprature", "1"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --temprature 1" in capsys.readouterr().err
+    assert main(["sample", "rnn", "--export", str(export), "--prompt", "\u00e9t\u00e9"]) == 2
     assert "not in the model's vocabulary" in capsys.readouterr().err
-    assert main(["sample", "rnn", "--out", str(tmp_path / "missing")]) == 1
+    assert main(["sample", "rnn", "--export", str(tmp_path / "missing")]) == 1
     assert "manifest.json not found" in capsys.readouterr().err
+    assert main(["sample", "rnn", "--preset", "nosuch"]) == 1  # exports/rnn-nosuch
+    assert "exports/rnn-nosuch/manifest.json not found" in capsys.readouterr().err
 
 
 def test_train_eval_export_sample_through_the_cli(tmp_path, capsys, mock_tfds, monkeypatch):
@@ -100,7 +104,7 @@ def test_train_eval_export_sample_through_the_cli(tmp_path, capsys, mock_tfds, m
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # metrics.json written whole, renamed
     assert main(["export", "rnn", "--preset", "tiny", "--run-dir", str(run), "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["sample", "rnn", "--out", str(out), "--set", "length=25", "--set", "seed=3"]) == 0
+    assert main(["sample", "rnn", "--export", str(out), "--length", "25", "--seed", "3"]) == 0
     text = capsys.readouterr().out.strip("\n")
     prompt = json.loads((out / "manifest.json").read_text())["runtime"]["sample_defaults"]["prompt"]
     assert text.startswith(prompt) and len(text) == len(prompt) + 25
@@ -139,7 +143,7 @@ def test_list_and_sample_work_without_tensorflow(trained, tmp_path):
                                        capture_output=True, text=True, timeout=120)
     result = run("list")
     assert result.returncode == 0 and result.stdout.split()[0] == "rnn", result.stderr
-    result = run("sample", "rnn", "--out", str(export), "--set", "length=5")
+    result = run("sample", "rnn", "--export", str(export), "--length", "5")
     assert result.returncode == 0, result.stderr
     result = run("sample", "nosuch")
     assert result.returncode == 2 and result.stderr.strip().startswith("error: unknown model 'nosuch'")

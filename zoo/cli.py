@@ -124,33 +124,34 @@ def cmd_export(args):
     return 0
 
 
-def cmd_sample(args):
-    choose("model", args.model, list(registry.MODELS))  # sampling never imports the model (TensorFlow)
-    from zoo.runtime import load, sample_text
+def cmd_sample(argv: list) -> int:
+    """`python -m zoo sample MODEL [--preset P | --export DIR] [options]`: `python -m zoo.runtime sample
+    exports/MODEL [options]`, the same options with the same meanings (`--out` is the file or folder to
+    write). Neither imports TensorFlow."""
+    parser = argparse.ArgumentParser(prog="python -m zoo sample", add_help=False)
+    parser.add_argument("model")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--export", default=None, help="the export folder (default: exports/MODEL)")
+    parser.add_argument("-h", "--help", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    from zoo.runtime.__main__ import main as runtime_main
 
-    export = load(export_dir_for(args, sampling=True))
-    opts = apply_dict_overrides(export.runtime.get("sample_defaults", {}), args.set)
-    if export.runtime.get("kind", "").startswith("text-"):
-        for text in sample_text(export, **opts):
-            print(text)
+    if args.help:
+        print("usage: python -m zoo sample MODEL [--preset P | --export DIR] [options]\n"
+              "The export of MODEL (exports/MODEL, exports/MODEL-P, or DIR), sampled as python -m zoo.runtime "
+              "sample samples it, with its options:\n")
+        try:
+            runtime_main(["sample", "--help"])
+        except SystemExit as e:
+            return e.code or 0
         return 0
-    from zoo.runtime.images import KINDS as IMAGE_KINDS
-
-    if export.runtime.get("kind") in IMAGE_KINDS:
-        from zoo.runtime.images import write_grid
-
-        sampler = {k: opts[k] for k in ("sampler", "steps", "eta", "guidance") if k in opts}
-        path, _ = write_grid(export, opts["out"], opts["labels"], opts["per_label"], opts["seed"], **sampler)
-        print(f"wrote {path}")
-        return 0
-    if export.runtime.get("kind") == "audio-generator":
-        from zoo.runtime.audio import write_clips
-
-        for path in write_clips(export, opts["out"], opts["digits"], opts["seconds"], opts["temperature"],
-                                opts["mel_temperature"], opts["seed"], opts.get("vocoder", "wavenet")):
-            print(f"wrote {path}")
-        return 0
-    raise UsageError(f"no sampler for export kind {export.runtime.get('kind')!r}")
+    try:
+        choose("model", args.model, list(registry.MODELS))  # sampling never imports the model (TensorFlow)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    export = args.export or str(Path("exports") / (args.model if args.preset == "default" else f"{args.model}-{args.preset}"))
+    return runtime_main(["sample", export, *rest])
 
 
 def build_parser():
@@ -184,9 +185,9 @@ def build_parser():
     p = with_model("export", cmd_export, "export a trained model (Keras, SavedModel, ONNX)")
     p.add_argument("--run-dir")
     p.add_argument("--out")
-    p = with_model("sample", cmd_sample, "sample from an export with ONNX Runtime (--set prompt=... length=...)")
-    p.add_argument("--out", help="the export folder to sample from (default: exports/MODEL)")
-    # Parsed by zoo.triton itself (main() hands it the arguments): listed here for --help.
+    # Parsed by cmd_sample and zoo.triton themselves (main() hands them the arguments): listed here for --help.
+    sub.add_parser("sample", help="sample from an export with ONNX Runtime: python -m zoo.runtime sample's options "
+                                  "(python -m zoo sample MODEL --help)")
     sub.add_parser("triton", help="write a Triton Inference Server model repository from the exports "
                                   "(python -m zoo triton --help)")
     return parser
@@ -198,6 +199,8 @@ def main(argv=None) -> int:
         from zoo import triton
 
         return triton.main(argv[1:])
+    if argv[:1] == ["sample"]:
+        return cmd_sample(argv[1:])
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ logging after start-up
     try:
@@ -213,8 +216,3 @@ def main(argv=None) -> int:
     except (ZooError, ExportFileError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    except ValueError as e:
-        if args.command != "sample":  # anything else is a bug: show the traceback
-            raise
-        print(f"error: {e}", file=sys.stderr)  # a prompt the model cannot read, a bad option
-        return EXIT_USAGE

@@ -1,4 +1,7 @@
-"""`python -m zoo.runtime sample EXPORT_DIR [options]`: needs only numpy and onnxruntime."""
+"""`python -m zoo.runtime sample EXPORT_DIR [options]`: needs only numpy and onnxruntime.
+
+`python -m zoo sample MODEL [options]` (make sample-MODEL ARGS="...") is the same command on exports/MODEL.
+"""
 
 import argparse
 import json
