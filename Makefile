@@ -20,7 +20,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv serve-venv serve test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv serve-venv serve bench-serve test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +43,10 @@ serve-venv: $(SERVE_VENV)/.installed
 # make serve ARGS="--http-port 9000 --grpc-port 9001 --models gan,transformer"
 serve: serve-venv
 	$(SERVE_VENV)/bin/python -m zoo.serve exports $(ARGS)
+
+# The server under load, its variants side by side: benchmarks/serve.md and serve.jsonl (about 12 minutes)
+bench-serve: venv serve-venv
+	ZOO_COMMAND='make bench-serve$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) benchmarks/serve_load.py $(ARGS)
 
 list: venv
 	$(PY) -m zoo list
