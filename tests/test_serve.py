@@ -380,9 +380,21 @@ def test_batched_calls_answer_each_request_with_its_own_rows(exports):
                                rtol=1e-5, atol=1e-6)
 
 
-def replica_pids(app: str) -> list:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if f"ServeReplica:{app}:" in line]
+def replica_pids(server: Server, app: str) -> list:
+    """The pids of the server's replicas of `app` (its Ray cluster's processes descend from it)."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    parent = {int(pid): int(ppid) for pid, ppid, *_ in rows}
+
+    def descends(pid):
+        while pid > 1:
+            if pid == server.proc.pid:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return [int(pid) for pid, _, args in (r + [""] * (3 - len(r)) for r in rows)
+            if f"ServeReplica:{app}:" in args and descends(int(pid))]
 
 
 @pytest.fixture(scope="module")
@@ -436,7 +448,7 @@ def test_replicas_answer_as_the_runtime_does_under_concurrent_load(replicated, e
 def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(replicated):
     import tritonclient.grpc as grpcclient
 
-    assert len(replica_pids("gan")) == 2
+    assert len(replica_pids(replicated, "gan")) == 2
     results, stop = [], time.monotonic() + 14
 
     def load(k):
@@ -453,7 +465,7 @@ def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(repl
     for t in threads:
         t.start()
     time.sleep(3)
-    victim, killed = replica_pids("gan")[0], time.monotonic()
+    victim, killed = replica_pids(replicated, "gan")[0], time.monotonic()
     os.kill(victim, signal.SIGKILL)
     for t in threads:
         t.join(timeout=60)
@@ -462,17 +474,30 @@ def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(repl
     assert all(when < 5 for when, _ in failed), failed  # the requests it held, or sent just as it died
     assert sum(started > killed + 5 and error is None for started, error in results) > 20  # and later ones answered
     deadline = time.monotonic() + 90
-    while (len(replica_pids("gan")) < 2 or victim in replica_pids("gan")) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        now = replica_pids(replicated, "gan")
+        if len(now) == 2 and victim not in now:
+            break
         time.sleep(1)
-    assert len(replica_pids("gan")) == 2 and victim not in replica_pids("gan")
+    now = replica_pids(replicated, "gan")
+    assert len(now) == 2 and victim not in now
 
 
 def test_sigterm_stops_the_replicas_too(replicated):
+    replicas = replica_pids(replicated, "gan") + replica_pids(replicated, "rnn")
+    assert len(replicas) == 4
     replicated.proc.send_signal(signal.SIGTERM)
     assert replicated.proc.wait(timeout=90) == 0, replicated.log()[-3000:]
+
+    def alive(pid):  # a zombie has exited: only its parent has not collected it
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
     deadline = time.monotonic() + 30
-    while (replica_pids("gan") or replica_pids("rnn")) and time.monotonic() < deadline:
+    while any(map(alive, replicas)) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not replica_pids("gan") and not replica_pids("rnn")
+    assert not [pid for pid in replicas if alive(pid)]
     odd = [line for line in replicated.log().splitlines() if not LINE.match(line)]
     assert not odd, odd[:5]

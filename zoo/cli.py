@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from zoo import registry
-from zoo.config import UsageError, ZooError, apply_dict_overrides, choose
+from zoo.config import UsageError, ZooError, choose
 from zoo.runtime.core import ExportFileError
 
 EXIT_USAGE, EXIT_FAILURE = 2, 1

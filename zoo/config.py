@@ -100,16 +100,6 @@ def check_values(cfg):
                 raise UsageError(f"{key}={v}: must be > 0")
 
 
-def apply_dict_overrides(defaults: dict, assignments) -> dict:
-    """Like `apply_overrides` for a plain dict of defaults (types taken from the defaults)."""
-    out = dict(defaults)
-    for key, text in split_assignments(assignments).items():
-        if key not in defaults:
-            raise UsageError(f"unknown key {key!r}; valid keys: {', '.join(sorted(defaults))}")
-        out[key] = _parse_value(key, text, type(defaults[key]))
-    return out
-
-
 def choose(kind: str, name: str, choices) -> str:
     if name not in choices:
         raise UsageError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")

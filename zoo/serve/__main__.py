@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 import warnings
@@ -190,7 +189,6 @@ def grpc_log_interceptor():
 
 
 async def serve(args, exports: dict, models: list, sources: dict):
-    import uvicorn
     from grpc import aio
     from kserve.model_repository import ModelRepository
     from kserve.protocol.dataplane import DataPlane

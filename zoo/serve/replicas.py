@@ -36,12 +36,14 @@ class ExportReplica:
         for name in ("kserve", "kserve.trace", "ray", "ray.serve"):
             logging.getLogger(name).setLevel(logging.ERROR)
         from zoo.runtime.core import load
+        from zoo.serve.completions import local_text
         from zoo.serve.models import export_models
 
         self.export = load(export_dir, verify=False, threads=threads, max_call_bytes=max_call_bytes)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-replica")  # one call at a time
         batcher = (lambda graph, feed: self.batched((graph, feed))) if max_batch > 1 else None
         self.models = {m.name: m for m in export_models(self.export, self.pool, batcher)}
+        self.characters = local_text(self.export, self.pool)
         for model in self.models.values():
             model.load()
         self.batched.set_max_batch_size(max(max_batch, 1))
@@ -59,29 +61,11 @@ class ExportReplica:
         return await self.models[name].outputs(items)
 
     async def text(self, prompt: str, max_tokens: int, temperature: float, top_k: int, seed: int):
-        """A completion's characters as they are sampled (zoo.runtime.text.stream_text); a bad request
-        raises at the first one. The caller closing the stream ends the generation."""
-        from zoo.runtime.text import stream_text
-
-        steps = stream_text(self.export, prompt, max_tokens, temperature, top_k, seed)
-        lock, loop = threading.Lock(), asyncio.get_running_loop()
-
-        def step():
-            with lock:
-                return next(steps, None)
-
-        def close():
-            with lock:
-                steps.close()
-
-        try:
-            while True:
-                chars = await loop.run_in_executor(self.pool, step)
-                if chars is None:
-                    return
-                yield chars[0]
-        finally:
-            self.pool.submit(close)
+        """A completion's characters as they are sampled, as the one-process server makes them
+        (zoo.serve.completions.local_text); a bad request raises at the first one. The caller closing the
+        stream ends the generation."""
+        async for c in self.characters(prompt, max_tokens, temperature, top_k, seed):
+            yield c
 
     def pid(self) -> int:
         return os.getpid()
