@@ -115,9 +115,9 @@ def test_no_import_cycle_between_the_judge_and_the_model():
     import ast
     from pathlib import Path
 
-    source = Path(wavenet.__file__).parents[1] / "metrics" / "audio_classifier.py"
+    source = Path(registry.__file__).parent / "metrics" / "audio_classifier.py"
     imported = {n.module for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.ImportFrom)}
-    assert "zoo.models.wavenet" not in imported
+    assert not [m for m in imported if m and m.startswith("zoo.models.wavenet")]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 numpy, onnxruntime and the standard library only. Training imports the mu-law and mel functions
 from here too, so the codes and frames a model learns are the ones the runtime makes and reads.
 
-Generation has two stages (see zoo/models/wavenet.py):
+Generation has two stages (see zoo/models/wavenet/):
   1. the prior's `prior_step` graph, once per 16 ms frame: a digit-conditioned causal transformer
      (its key/value cache carried in `state` -> `next_state`) that gives a mixture of Gaussians over
      the next log-mel frame and the chance that the word has ended; `sample_frames` draws frames
