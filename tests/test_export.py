@@ -110,7 +110,7 @@ def test_a_crash_mid_export_leaves_nothing_behind(trained, tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(zexport, "to_onnx", boom)
+    monkeypatch.setattr(zexport.convert, "to_onnx", boom)  # where write_checked finds it
     with pytest.raises(RuntimeError, match="converter crashed"):
         zexport.export("rnn", trained("rnn")["run"], tmp_path / "exports" / "rnn")
     assert list((tmp_path / "exports").iterdir()) == []
@@ -135,7 +135,7 @@ def test_publish_swaps_in_one_step_and_falls_back_to_two_renames(tmp_path, monke
 
     # Without the one-step swap, a kill between the two renames leaves no `out`; the next export
     # puts the old one back before it starts (and removes a dead export's partial folder).
-    monkeypatch.setattr(zexport, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(zexport.folder, "_exchange", lambda a, b: False)  # where publish finds it
     (tmp_path / "new").mkdir()
     renames = []
 
@@ -145,7 +145,7 @@ def test_publish_swaps_in_one_step_and_falls_back_to_two_renames(tmp_path, monke
         renames.append(dst)
         os.replace(src, dst)
 
-    monkeypatch.setattr(zexport.os, "rename", killed_after_one)
+    monkeypatch.setattr(zexport.folder.os, "rename", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         zexport.publish(tmp_path / "new", tmp_path / "out")
     monkeypatch.undo()

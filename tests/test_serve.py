@@ -449,7 +449,7 @@ def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(repl
     import tritonclient.grpc as grpcclient
 
     assert len(replica_pids(replicated, "gan")) == 2
-    results, stop = [], time.monotonic() + 14
+    results, stop = [], time.monotonic() + 20
 
     def load(k):
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{replicated.grpc}")
@@ -471,8 +471,9 @@ def test_a_replica_killed_under_load_fails_only_its_requests_and_comes_back(repl
         t.join(timeout=60)
     failed = [(round(started - killed, 2), error) for started, error in results if error]
     assert all("StatusCode.INTERNAL" in error for _, error in failed), failed[:3]
-    assert all(when < 5 for when, _ in failed), failed  # the requests it held, or sent just as it died
-    assert sum(started > killed + 5 and error is None for started, error in results) > 20  # and later ones answered
+    # the requests it held, or sent before Ray Serve's router learned of its death (bounded, whatever the load)
+    assert all(when < 10 for when, _ in failed), failed
+    assert sum(started > killed + 10 and error is None for started, error in results) > 20  # later ones answered
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         now = replica_pids(replicated, "gan")
