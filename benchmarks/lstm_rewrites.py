@@ -4,7 +4,7 @@
 
     .venv/bin/python benchmarks/lstm_rewrites.py exports/lstm/step.onnx OUT_DIR
 
-writes, from the shipped graph's own weights (`zoo.onnx_build.char_lstm_step`'s initializers):
+writes, from the shipped graph's own weights (`zoo.models.lstm.char_lstm_step`'s initializers):
 - step.token.onnx: one token a call (time must be 1) in primitive ops: the embedding and layer 0's
   input weights folded into one table (a Gather gives layer 0's input gates), both layers' recurrent
   MatMuls as one batched MatMul (their inputs are the state, known before the step starts), one

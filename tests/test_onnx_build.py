@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from zoo import onnx_build
+from zoo.models import lstm as lstm_model, rnn as rnn_model, transformer as transformer_model
 
 
 def op_counts(path):
@@ -35,7 +36,7 @@ def test_lstm_weights_follow_onnx_gate_order():
     for v in lstm.weights:
         v.assign(np.random.default_rng(v.shape[0]).normal(size=v.shape))
     _, h, c = lstm(x[:, None], initial_state=[h0, c0])
-    w, r, b = onnx_build.lstm_weights(lstm)
+    w, r, b = lstm_model.lstm_weights(lstm)
     z = x @ w[0].T + h0 @ r[0].T + b[0, :12] + b[0, 12:]
     i, o, f, g = np.split(z, 4, axis=-1)
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
@@ -45,7 +46,7 @@ def test_lstm_weights_follow_onnx_gate_order():
     wrong = keras.layers.LSTM(3, activation="relu")
     wrong.build((None, 1, 4))
     with pytest.raises(ValueError, match="only Keras's default LSTM"):
-        onnx_build.lstm_weights(wrong)
+        lstm_model.lstm_weights(wrong)
 
 
 def test_transformer_decoder_is_group_query_attention_and_few_nodes(trained):
@@ -106,7 +107,7 @@ def test_transformer_decoder_in_standard_ops_runs_outside_onnx_runtime(trained):
     from onnx.reference import ReferenceEvaluator
 
     t = trained("transformer")
-    proto = onnx_build.transformer_decoder(t["model"], 17, attention="standard")
+    proto = transformer_model.transformer_decoder(t["model"], 17, attention="standard")
     assert {o.domain for o in proto.opset_import} == {""} and {n.domain for n in proto.graph.node} == {""}
     shipped = ort.InferenceSession(str(t["export"] / "decoder.onnx"), providers=["CPUExecutionProvider"])
     standard = ReferenceEvaluator(proto)
@@ -121,14 +122,14 @@ def test_transformer_decoder_in_standard_ops_runs_outside_onnx_runtime(trained):
             np.testing.assert_allclose(g, w, atol=1e-5)
         cache = dict(zip(past, got[1:]))
     with pytest.raises(ValueError, match="attention must be"):
-        onnx_build.transformer_decoder(t["model"], 17, attention="flash")
+        transformer_model.transformer_decoder(t["model"], 17, attention="flash")
 
 
 def test_gru_weights_refuse_a_gru_onnx_would_compute_differently():
     gru = keras.layers.GRU(4, reset_after=False)
     gru.build((None, None, 3))
     with pytest.raises(ValueError, match="only Keras's default GRU"):
-        onnx_build.gru_weights(gru)
+        rnn_model.gru_weights(gru)
 
 
 def test_shared_constants_are_stored_once():

@@ -16,7 +16,7 @@ What GenAI 0.18 needs (each met the hard way, see issue 15):
   token, so `STOP_CHARACTER`, which the model almost never writes, stands in; GenAI also reads
   that id in a prompt as padding (it shifts the positions after it), so prompts must not hold it;
 - `past_present_share_buffer` true: the graph's cache has a fixed capacity and each call writes
-  its new keys and values at `position_ids` (zoo.onnx_build.transformer_decoder), so GenAI binds
+  its new keys and values at `position_ids` (zoo.models.transformer.transformer_decoder), so GenAI binds
   past and present to one buffer of `max_length` positions, as `zoo.runtime` does; the graph needs
   no attention mask (its GroupQueryAttention reads each sequence's length from the positions);
 - a GPT-2-class byte-level BPE tokenizer with one vocabulary entry per character and no merges;

@@ -6,9 +6,11 @@ state is `[h_0, c_0, h_1, c_1]`; `call(tokens, state)` returns `(logits, next_st
 
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo.models import text
+from zoo.onnx_build import GraphBuilder
 from zoo.models.lstm_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
@@ -97,14 +99,62 @@ EVAL_NOTE = text.RECURRENT_EVAL_NOTE
 
 
 def export_graphs(model):
-    """The step graph, written in ONNX from the weights (zoo/onnx_build.py): the same two LSTM ops as
+    """The step graph, written in ONNX from the weights (char_lstm_step, below): the same two LSTM ops as
     tf2onnx's conversion, without the 16 nodes of index and shape arithmetic around them."""
-    from zoo import onnx_build
-
     [graph] = text.recurrent_graphs(model)
-    graph.build = lambda opset: onnx_build.char_lstm_step(model, opset)
+    graph.build = lambda opset: char_lstm_step(model, opset)
     return [graph]
 
 
 runtime_info = text.runtime_info
 card_sample = text.card_sample
+
+
+# --- The step graph, written in ONNX from the weights (zoo.onnx_build's builder) ------------
+
+
+def lstm_weights(lstm) -> tuple:
+    """A Keras LSTM's (W [1, 4H, in], R [1, 4H, H], B [1, 8H]) in ONNX's layout.
+
+    Keras keeps the gates as (input i, forget f, cell c, output o) in the columns of kernel [in, 4H]
+    and recurrent_kernel [H, 4H] with one bias [4H]; ONNX wants rows in the order i, o, f, c and a
+    bias for each of the two products (here the recurrent one is zero)."""
+    cell = getattr(lstm, "cell", lstm)
+    if cell.activation.__name__ != "tanh" or cell.recurrent_activation.__name__ != "sigmoid" or not cell.use_bias:
+        raise ValueError("only Keras's default LSTM (tanh, sigmoid, with bias) maps onto ONNX LSTM here")
+    order = [0, 3, 1, 2]  # ONNX's i, o, f, c from Keras's i, f, c, o
+
+    def gates(w):  # [..., 4H] -> the same with its four gate blocks reordered
+        return np.concatenate([np.split(w, 4, axis=-1)[k] for k in order], axis=-1)
+
+    kernel, recurrent, bias = (np.asarray(w, np.float32) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    return (gates(kernel).T[None], gates(recurrent).T[None],
+            np.concatenate([gates(bias), np.zeros_like(bias)])[None])
+
+
+def char_lstm_step(model, opset: int):
+    """`lstm`'s step graph: tokens int32 [batch, time], (h_i, c_i) [batch, H] per layer -> logits
+    [batch, time, V], next_h_i, next_c_i: Gather (embedding), one ONNX LSTM per layer, MatMul + Add.
+    tf2onnx writes the same LSTM ops with 33 nodes (negative-index handling of the embedding lookup,
+    tensordot's shape arithmetic around the head); this graph has the ops alone."""
+    b = GraphBuilder("lstm_step")
+    hidden, vocab = model.lstm_units, model.vocab_size
+    axis0, axis1 = b.const("axis0", np.array([0], np.int64)), b.const("axis1", np.array([1], np.int64))
+    x = b.op("Gather", [b.const("embedding", np.asarray(model.embedding.embeddings, np.float32)), "tokens"], axis=0)
+    x = b.op("Transpose", [x], perm=[1, 0, 2])  # [time, batch, E]: ONNX's sequence-first layout
+    names = [name for name, _ in model.state_sizes]  # h_0, c_0, h_1, c_1, ...: the Keras graph's state inputs
+    for i, lstm in enumerate(model.lstms):
+        w, r, bias = lstm_weights(lstm)
+        h_name, c_name = names[2 * i : 2 * i + 2]
+        h0, c0 = (b.op("Unsqueeze", [name, axis0]) for name in (h_name, c_name))
+        y, h, c = b.op("LSTM", [x, b.const(f"W{i}", w), b.const(f"R{i}", r), b.const(f"B{i}", bias), "", h0, c0],
+                       outputs=3, hidden_size=hidden)
+        x = b.op("Squeeze", [y, axis1])  # [time, batch, H]: one direction
+        b.op("Squeeze", [h, axis0], outputs=[f"next_{h_name}"])
+        b.op("Squeeze", [c, axis0], outputs=[f"next_{c_name}"])
+    x = b.op("Transpose", [x], perm=[1, 0, 2])
+    x = b.op("MatMul", [x, b.const("logits_kernel", np.asarray(model.dense.kernel, np.float32))])
+    b.op("Add", [x, b.const("logits_bias", np.asarray(model.dense.bias, np.float32))], outputs=["logits"])
+    return b.model([("tokens", np.int32, ["batch", "time"])] + [(name, np.float32, ["batch", hidden]) for name in names],
+                   [("logits", np.float32, ["batch", "time", vocab])]
+                   + [(f"next_{name}", np.float32, ["batch", hidden]) for name in names], opset)

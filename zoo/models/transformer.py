@@ -17,6 +17,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.models import text
+from zoo.onnx_build import GraphBuilder
 from zoo.models.transformer_presets import Config, PRESETS, check_config  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.runtime.text import cache_names
 
@@ -234,10 +235,9 @@ def export_graphs(model):
     naming: input_ids, position_ids, past_key_values.<i>.key/.value -> logits,
     present.<i>.key/.value; each cache [batch, heads, capacity, head_dim] of fixed capacity, the
     present the past with the new positions' keys and values written at `position_ids`
-    (onnx_build.transformer_decoder): bound to one buffer, it is updated in place. The SavedModel
+    (transformer_decoder, below): bound to one buffer, it is updated in place. The SavedModel
     signature keeps the same contract, taking the first row's position as every row's; its presents
     hold zeros after the new positions, as the ONNX graph's do when not bound to the past's buffer."""
-    from zoo import onnx_build
     from zoo.export import Graph
 
     n, h, d = model.num_layers, model.num_heads, model.head_dim
@@ -276,12 +276,12 @@ def export_graphs(model):
     # LayerNormalization that no ONNX Runtime fusion recognises and ~130 shape nodes from the einsums.
     graph = Graph(name="decoder", fn=decoder, input_signature=signature, axes=axes, example=example,
                   ranges={"input_ids": (0, model.vocab_size), "position_ids": (0, model.max_context)},
-                  build=lambda opset: onnx_build.transformer_decoder(model, opset))
+                  build=lambda opset: transformer_decoder(model, opset))
     # Its attention is ONNX Runtime's GroupQueryAttention; `decoder.standard.onnx` is ONNX's Attention over
     # the whole capacity through a mask instead, for other runtimes. That graph's presents keep the past's
     # later positions (the signature's clear them): it is checked on caches whose later positions are zeros.
     graph.standard = dataclasses.replace(
-        graph, build=lambda opset: onnx_build.transformer_decoder(model, opset, attention="standard"),
+        graph, build=lambda opset: transformer_decoder(model, opset, attention="standard"),
         example=functools.partial(example, later=0.0))
     return [graph]
 
@@ -343,3 +343,127 @@ def export_files(model, folder, info) -> list:
 
     return genai.write(folder, info, model.d_model)
 
+
+# --- The decoder graph, written in ONNX from the weights (zoo.onnx_build's builder) ---------
+
+
+def _layer_norm(b: GraphBuilder, x: str, layer, name: str) -> str:
+    gamma = b.const(f"{name}.gamma", np.asarray(layer.gamma, np.float32))
+    beta = b.const(f"{name}.beta", np.asarray(layer.beta, np.float32))
+    return b.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=float(layer.epsilon))
+
+
+def _dense(b: GraphBuilder, x: str, kernel, bias, name: str, output=1) -> str:
+    y = b.op("MatMul", [x, b.const(f"{name}.kernel", np.asarray(kernel, np.float32))])
+    return b.op("Add", [y, b.const(f"{name}.bias", np.asarray(bias, np.float32))], outputs=output)
+
+
+DECODER_OPSET = 23  # Gelu's tanh form needs opset 20, ONNX's Attention (attention="standard") 23
+CONTRIB = {"com.microsoft": 1}  # ONNX Runtime's GroupQueryAttention
+
+
+def transformer_decoder(model, opset: int, attention: str = "group-query"):
+    """The transformer's decoder graph (input_ids, position_ids, past_key_values.<i>.key/value ->
+    logits, present.<i>.key/value) in standard ops of opset 23 (or `opset` if newer) and ONNX
+    Runtime's `GroupQueryAttention` (`com.microsoft` opset 1), with a cache of fixed capacity.
+
+    Each cache tensor is [batch, heads, capacity, head_dim], its present the same buffer's next
+    state. A call's `position_ids` run on from the sequence's cached length p (p, p + 1, ...;
+    `GroupQueryAttention` takes the length as seqlens_k, the last position, per sequence): the new
+    keys and values go in at those positions, and each new position attends to cache positions
+    0..itself only, however large the capacity (ONNX's `Attention` read all of it through a mask).
+    A caller that binds past and present to one buffer (ONNX Runtime GenAI's
+    `past_present_share_buffer`, `zoo.runtime`'s decoder) has it updated in place, the positions
+    after the new ones left as they were; a call with separate buffers gets them as zeros (ONNX
+    Runtime's kernel clears a present it does not share). Neither is ever read. ONNX Runtime
+    refuses a call that adds several positions after cached ones for more than one sequence
+    ("batch_size must be 1 when sequence_length > 1 and past context is given"): a prefill from
+    position 0 takes any batch, later calls one position per sequence or one sequence.
+
+    Per block: `LayerNormalization`, one q/k/v MatMul whose output (q, k, v, each heads x head_dim)
+    is `GroupQueryAttention`'s packed input, the attention output's MatMul, and `Gelu` in the tanh
+    form Keras's approximate GELU uses.
+
+    attention="standard": the same graph in ONNX's standard ops only, for runtimes other than ONNX
+    Runtime (the graph shipped before 2026-12-03): the q/k/v split into heads, the new keys and
+    values written at `position_ids` by `ScatterElements` (in place when bound to one buffer,
+    positions after them left as they were either way; any positions, any batch), and ONNX's
+    `Attention` over the whole capacity through a mask made from `position_ids` (positions after
+    the new ones must hold finite values). A step costs more the larger the capacity."""
+    if attention not in ("group-query", "standard"):
+        raise ValueError(f"attention must be 'group-query' or 'standard', got {attention!r}")
+    b = GraphBuilder("transformer_decoder")
+    h, d, c = model.num_heads, model.head_dim, model.d_model
+    x = b.op("Add", [b.op("Gather", [b.const("token_embedding", np.asarray(model.token_embedding.embeddings, np.float32)),
+                                      "input_ids"], axis=0),
+                     b.op("Gather", [b.const("position_embedding",
+                                             np.asarray(model.position_embedding.embeddings, np.float32)),
+                                     "position_ids"], axis=0)])
+    attend = (_group_query_attention if attention == "group-query" else _standard_attention)(b, h, d, c)
+    for i, block in enumerate(model.blocks):
+        att = block.attention
+        dense = (att._query_dense, att._key_dense, att._value_dense)
+        qkv = _dense(b, _layer_norm(b, x, block.norm_1, f"block_{i}.norm_1"),
+                     np.concatenate([np.asarray(layer.kernel).reshape(c, -1) for layer in dense], axis=1),
+                     np.concatenate([np.asarray(layer.bias).reshape(-1) for layer in dense]), f"block_{i}.qkv")
+        y = attend(qkv, i)  # [batch, sequence, heads x head_dim]; the cache's present written
+        x = b.op("Add", [x, _dense(b, y, np.asarray(att._output_dense.kernel).reshape(-1, c),
+                                   att._output_dense.bias, f"block_{i}.attention_out")])
+        m = _dense(b, _layer_norm(b, x, block.norm_2, f"block_{i}.norm_2"), block.mlp_in.kernel, block.mlp_in.bias,
+                   f"block_{i}.mlp_in")
+        x = b.op("Add", [x, _dense(b, b.op("Gelu", [m], approximate="tanh"), block.mlp_out.kernel,
+                                   block.mlp_out.bias, f"block_{i}.mlp_out")])
+    _dense(b, _layer_norm(b, x, model.final_norm, "final_norm"), model.head.kernel, model.head.bias, "head",
+           output=["logits"])
+    cache = ["batch", h, "capacity", d]
+    names = [f"{{}}.{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
+    inputs = [("input_ids", np.int64, ["batch", "sequence"]), ("position_ids", np.int64, ["batch", "sequence"])]
+    inputs += [(name.format("past_key_values"), np.float32, cache) for name in names]
+    outputs = [("logits", np.float32, ["batch", "sequence", model.vocab_size])]
+    outputs += [(name.format("present"), np.float32, cache) for name in names]
+    return b.model(inputs, outputs, max(opset, DECODER_OPSET), CONTRIB if attention == "group-query" else None)
+
+
+def _group_query_attention(b: GraphBuilder, h: int, d: int, c: int):
+    from onnx import TensorProto
+
+    # its lengths: seqlens_k [batch] int32, each sequence's total length - 1 (its last position),
+    # and the batch's longest total length as a scalar
+    last = b.op("Cast", [b.op("Gather", ["position_ids", b.const("last", np.int64(-1))], axis=1)],
+                to=TensorProto.INT32)
+    total = b.op("Add", [b.op("ReduceMax", [last], keepdims=0), b.const("one", np.int32(1))])
+
+    def attend(qkv: str, i: int) -> str:  # its default scale 1/sqrt(head_dim) is Keras's too
+        return b.op("GroupQueryAttention", [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                                            last, total],
+                    outputs=[f"block_{i}.attention", f"present.{i}.key", f"present.{i}.value"],
+                    domain="com.microsoft", num_heads=h, kv_num_heads=h)[0]
+    return attend
+
+
+def _standard_attention(b: GraphBuilder, h: int, d: int, c: int):
+    # Mask [batch, 1, sequence, capacity]: the new position p sees cache positions 0..p. Not
+    # Attention's is_causal: the spec aligns its triangle to the top left, ignoring the cache, and
+    # ONNX Runtime's CPU and CUDA kernels disagree on it (onnxruntime issue 29020).
+    capacity = b.op("Gather", [b.op("Shape", ["past_key_values.0.key"]), b.const("i2s", np.int64(2))], axis=0)
+    columns = b.op("Range", [b.const("i0s", np.int64(0)), capacity, b.const("step", np.int64(1))])
+    rows = b.op("Unsqueeze", ["position_ids", b.const("axes_1_3", np.array([1, 3], np.int64))])
+    mask = b.op("Where", [b.op("LessOrEqual", [columns, rows]), b.const("visible", np.float32(0.0)),
+                          b.const("hidden", np.float32(-1e9))])
+    to_heads = b.const("qkv_heads", np.array([0, 0, 3 * h, d], np.int64))
+    split = b.const("heads_split", np.array([h, h, h], np.int64))
+    merge = b.const("merge_heads", np.array([0, 0, c], np.int64))
+    where = []  # where each new key and value goes: its position, along the cache's third axis
+
+    def attend(qkv: str, i: int) -> str:
+        # [batch, sequence, 3 x heads x head_dim] -> q, k, v each [batch, heads, sequence, head_dim]
+        q, k, v = b.op("Split", [b.op("Transpose", [b.op("Reshape", [qkv, to_heads])], perm=[0, 2, 1, 3]), split],
+                       outputs=3, axis=1)
+        if not where:
+            where.append(b.op("Expand", [rows, b.op("Shape", [k])]))
+        key = b.op("ScatterElements", [f"past_key_values.{i}.key", where[0], k], outputs=[f"present.{i}.key"], axis=2)
+        value = b.op("ScatterElements", [f"past_key_values.{i}.value", where[0], v], outputs=[f"present.{i}.value"],
+                     axis=2)
+        y = b.op("Attention", [q, key, value, mask], q_num_heads=h, kv_num_heads=h)  # Keras's scale by default
+        return b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), merge])
+    return attend
