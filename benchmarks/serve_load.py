@@ -27,15 +27,15 @@ import asyncio
 import datetime
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zoo.serve.process import ServerProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
@@ -49,42 +49,17 @@ TARGETS = ["gan_generator", "gan", "diffusion", "transformer completions"]
 CONCURRENCY = [1, 4, 16]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(ServerProcess):
     def __init__(self, name: str, args: list, log_dir: Path):
-        self.name, self.http, self.grpc = name, free_port(), free_port()
-        self.log = log_dir / f"serve-{name.replace(' ', '_').replace(',', '')}.log"
-        self.proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "zoo.serve", str(ROOT / "exports"), "--models",
-                                      "gan,diffusion,transformer", "--http-port", str(self.http), "--grpc-port",
-                                      str(self.grpc), *args], cwd=ROOT, stdout=self.log.open("w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.name = name
+        super().__init__(SERVE_PYTHON, ROOT / "exports", ["--models", "gan,diffusion,transformer", *args],
+                         log_dir / f"serve-{name.replace(' ', '_')}.log", cwd=ROOT)
 
     def ready(self) -> bool:
-        import httpx
-
-        if self.proc.poll() is not None:
-            raise SystemExit(f"server {self.name} exited: see {self.log}")
         try:
-            return httpx.get(f"http://127.0.0.1:{self.http}/v2/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            return super().ready()
+        except RuntimeError as e:
+            raise SystemExit(f"server {self.name}: {e}") from None
 
 
 def v2_request(target: str, k: int):

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TEXT_MODELS
+from zoo.serve.process import ServerProcess
 
 EXPORTS = ROOT / "exports"
 SERVE_PYTHON = Path(os.environ.get("ZOO_SERVE_PYTHON", ROOT / ".venv-serve" / "bin" / "python"))
@@ -29,59 +29,28 @@ LINE = re.compile(r"^\S+ \S+ (zoo\.serve: \d+ models on .*|ray: .*|rest (GET|POS
                   r"\(client went away\)) [\d.]+ ms|grpc \w+ \S* \w+ [\d.]+ ms)$")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """The server for a test module, from .venv-serve: a skip where that venv is missing (a failure in CI)."""
 
-
-class Server:
     def __init__(self, tmp: Path, *args: str):
         if not SERVE_PYTHON.exists():
             message = f"{SERVE_PYTHON} is missing: make serve-venv builds it"
             if os.environ.get("CI"):
                 pytest.fail(message)
             pytest.skip(message)
-        self.http, self.grpc = free_port(), free_port()
-        self.log_path = tmp / "serve.log"
-        self.proc = subprocess.Popen(
-            [str(SERVE_PYTHON), "-m", "zoo.serve", str(EXPORTS), "--http-port", str(self.http),
-             "--grpc-port", str(self.grpc), "--concurrency", "2", "--grace", "20", *args],
-            cwd=ROOT, stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.http}"
+        super().__init__(SERVE_PYTHON, EXPORTS, ["--concurrency", "2", "--grace", "20", *args], tmp / "serve.log",
+                         cwd=ROOT)
 
     def wait_ready(self):
-        import httpx
-
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                if self.ready():
                     return
-            except httpx.HTTPError:
-                pass
+            except RuntimeError as e:
+                pytest.fail(str(e))
             time.sleep(0.5)
         pytest.fail(f"the server was not ready within {START_TIMEOUT} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self):
-        """SIGTERM to the server (not its process group: a Ray cluster's daemons would die under it), then
-        SIGKILL to the whole group, whatever is left of it."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
