@@ -402,6 +402,13 @@ def test_the_call_size_bound_counts_inputs_outputs_and_the_largest_intermediate(
         small.check_call("generator", {"batch": 2**20 // per_image})  # inputs and outputs alone would fit
     monkeypatch.setenv("ZOO_MAX_CALL_BYTES", str(2**20))
     assert runtime.load(trained("gan")["export"]).max_call_bytes == 2**20
+    for bad in ("1GiB", "0", "-5", "1e9"):  # a limit the runtime cannot read is one line, not int()'s error
+        monkeypatch.setenv("ZOO_MAX_CALL_BYTES", bad)
+        with pytest.raises(ValueError, match=r"^\$ZOO_MAX_CALL_BYTES must be a whole number of bytes of at least 1"):
+            runtime.load(trained("gan")["export"])
+    monkeypatch.setenv("ZOO_MAX_CALL_BYTES", str(2**20))
+    with pytest.raises(ValueError, match=r"^max_call_bytes must be >= 1, got 0"):
+        runtime.load(trained("gan")["export"], max_call_bytes=0)
     feed = {"z": np.zeros((fits + 1, export.runtime["latent_dim"]), np.float32), "label": np.zeros(fits + 1, np.int32)}
     with pytest.raises(ValueError, match=r"^graph 'generator' at batch \d+ needs"):
         small.run("generator", feed)

@@ -124,7 +124,7 @@ class Export:
             self.verify()
         self.providers = providers or default_providers()
         # one call's inputs, outputs and largest intermediate, at most (check_call refuses more beforehand)
-        self.max_call_bytes = int(max_call_bytes or os.environ.get("ZOO_MAX_CALL_BYTES") or MAX_CALL_BYTES)
+        self.max_call_bytes = call_limit(max_call_bytes)
         self._sessions = {}
 
     @property
@@ -363,6 +363,21 @@ class Progress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def call_limit(max_call_bytes=None) -> int:
+    """One call's memory limit: `max_call_bytes`, else $ZOO_MAX_CALL_BYTES, else MAX_CALL_BYTES; a one-line
+    ValueError for anything but a whole number of bytes of at least 1."""
+    if max_call_bytes is not None:
+        return check_count("max_call_bytes", max_call_bytes, 1)
+    text = os.environ.get("ZOO_MAX_CALL_BYTES", "").strip()
+    if not text:
+        return MAX_CALL_BYTES
+    try:
+        return check_count("$ZOO_MAX_CALL_BYTES", int(text), 1)
+    except ValueError:
+        raise ValueError(f"$ZOO_MAX_CALL_BYTES must be a whole number of bytes of at least 1 (e.g. 1073741824), "
+                         f"got {text!r}") from None
 
 
 def load(path, verify: bool = True, providers=None, max_call_bytes: int = None, threads: int = 0) -> Export:
