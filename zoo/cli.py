@@ -74,14 +74,19 @@ def run_dir_for(args) -> Path:
     return Path("runs") / args.model / name
 
 
-def export_dir_for(args, sampling=False) -> Path:
-    """--out; else exports/MODEL for the default preset (exports/MODEL-PRESET for another), and
-    RUN_DIR/export for a run with training overrides: an experiment never replaces a shipped export."""
+def shipped_export_dir(model: str, preset: str) -> Path:
+    """exports/MODEL for the default preset, exports/MODEL-PRESET for another."""
+    return Path("exports") / (model if preset == "default" else f"{model}-{preset}")
+
+
+def export_dir_for(args) -> Path:
+    """--out; else the preset's shipped_export_dir, and RUN_DIR/export for a run with training
+    overrides: an experiment never replaces a shipped export."""
     if getattr(args, "out", None):
         return Path(args.out)
-    if not sampling and registry.training_overrides(args.model, args.set):
+    if registry.training_overrides(args.model, args.set):
         return run_dir_for(args) / "export"
-    return Path("exports") / (args.model if args.preset == "default" else f"{args.model}-{args.preset}")
+    return shipped_export_dir(args.model, args.preset)
 
 
 def cmd_list(args):
@@ -150,8 +155,7 @@ def cmd_sample(argv: list) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    export = args.export or str(Path("exports") / (args.model if args.preset == "default" else f"{args.model}-{args.preset}"))
-    return runtime_main(["sample", export, *rest])
+    return runtime_main(["sample", str(args.export or shipped_export_dir(args.model, args.preset)), *rest])
 
 
 def build_parser():

@@ -33,10 +33,12 @@ def sample_text(export: Export, prompt: str = "ROMEO:", length: int = 400, tempe
     `precision`: "fp32" (default, the graph itself), or a variant the export has (manifest: the graph's
     `variants`): "int8", or "standard" (the transformer's decoder in ONNX's standard ops only, fp32).
     """
-    texts = [prompt] * check_count("batch", batch, 1)
+    rows = []  # made from the first characters: stream_text checks the arguments before any are made
     for chars in stream_text(export, prompt, length, temperature, top_k, seed, batch, on_full, precision):
-        texts = [text + c for text, c in zip(texts, chars)]
-    return texts
+        rows = rows or [[prompt] for _ in chars]
+        for row, c in zip(rows, chars):
+            row.append(c)
+    return ["".join(row) for row in rows] or [prompt] * batch
 
 
 def stream_text(export: Export, prompt: str = "ROMEO:", length: int = 400, temperature: float = 0.8,

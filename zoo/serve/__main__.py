@@ -23,7 +23,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-MODELS = ("rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet", "diffusion")  # zoo.registry's order
+from zoo.registry import MODELS  # no TensorFlow: the registry imports model modules lazily
+
 TEXT_KINDS = ("text-recurrent", "text-cached")
 MAX_REQUEST_BYTES = 64 << 20  # a request body at most: a gan_generator batch of 64 is 16 KiB, a decoder cache 4 MiB
 
@@ -122,7 +123,7 @@ class RequestLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, state = time.perf_counter(), {"status": None, "done": False, "received": 0, "too_big": False}
+        start, state = time.perf_counter(), {"status": None, "done": False, "received": 0}
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_bytes:
@@ -131,8 +132,7 @@ class RequestLog:
         async def counted_receive():
             message = await receive()
             state["received"] += len(message.get("body", b""))
-            if state["received"] > self.max_bytes:  # a chunked body that grows past the limit
-                state["too_big"] = True
+            if state["received"] > self.max_bytes:  # a chunked body that grows past the limit: read no more
                 return {"type": "http.disconnect"}
             return message
 

@@ -71,8 +71,6 @@ def parse(body: bytes, exports: dict) -> dict:
     fields = {"max_tokens": DEFAULT_MAX_TOKENS, "temperature": DEFAULT_TEMPERATURE, "top_k": 0, "seed": 0}
     fields = {k: default if request.get(k) is None else request[k] for k, default in fields.items()}
     try:
-        if isinstance(fields["temperature"], bool):
-            raise ValueError(f"temperature must be a number, got {fields['temperature']!r}")
         values = {"max_tokens": check_count("max_tokens", fields["max_tokens"]),
                   "temperature": check_number("temperature", fields["temperature"], 0),
                   "top_k": check_count("top_k", fields["top_k"]), "seed": check_count("seed", fields["seed"])}

@@ -14,9 +14,10 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from zoo.runtime.core import Export
-from zoo.triton import served_file, state_pairs
+from zoo.triton import DATA_TYPES, served_file, state_pairs
 
-V2_TYPES = {"float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL"}
+# numpy dtype -> the v2 protocol's datatype: Triton's config type without its prefix (TYPE_FP32 -> FP32)
+V2_TYPES = {dtype: name.removeprefix("TYPE_") for dtype, name in DATA_TYPES.items()}
 
 
 def v2_shape(spec: dict) -> list:
@@ -166,19 +167,13 @@ class GraphModel(ZooModel):
                 for s in self.output_specs}
 
 
-# The options a generation model takes, by the export's kind: name -> (v2 datatype family, what it is).
-# Every option is optional (the manifest's sample_defaults fill it) and holds one value, except the
-# class lists (labels, digits), which hold one value per class asked for.
-IMAGE_OPTIONS = {"labels": ("INT", "classes, one row of images each"), "per_label": ("INT", "images per label"),
-                 "seed": ("INT", "the noise's seed")}
-DIFFUSION_OPTIONS = {"sampler": ("BYTES", "ddim or ddpm"), "steps": ("INT", "DDIM steps"),
-                     "eta": ("FP", "DDIM noise"), "guidance": ("FP", "classifier-free guidance scale")}
-AUDIO_OPTIONS = {"digits": ("INT", "one clip per digit"), "seconds": ("FP", "the longest a clip may be"),
-                 "temperature": ("FP", "the vocoder's temperature"),
-                 "mel_temperature": ("FP", "the log-mel prior's noise"), "seed": ("INT", "the seed")}
-TEXT_OPTIONS = {"prompt": ("BYTES", "the text to continue"), "length": ("INT", "characters to generate"),
-                "temperature": ("FP", "0: greedy"), "top_k": ("INT", "0: every character"),
-                "seed": ("INT", "the seed"), "batch": ("INT", "independent continuations")}
+# The options a generation model takes, by the export's kind: name -> v2 datatype family (their meanings:
+# the runtime's samplers, README "Serving"). Every option is optional (the manifest's sample_defaults fill
+# it) and holds one value, except the class lists (labels, digits), which hold one value per class asked for.
+IMAGE_OPTIONS = {"labels": "INT", "per_label": "INT", "seed": "INT"}
+DIFFUSION_OPTIONS = {"sampler": "BYTES", "steps": "INT", "eta": "FP", "guidance": "FP"}
+AUDIO_OPTIONS = {"digits": "INT", "seconds": "FP", "temperature": "FP", "mel_temperature": "FP", "seed": "INT"}
+TEXT_OPTIONS = {"prompt": "BYTES", "length": "INT", "temperature": "FP", "top_k": "INT", "seed": "INT", "batch": "INT"}
 LISTS = ("labels", "digits")
 
 
@@ -229,7 +224,7 @@ class GenerateModel(ZooModel):
 
     def get_input_types(self) -> list:
         return [{"name": k, "datatype": {"INT": "INT64", "FP": "FP32", "BYTES": "BYTES"}[family],
-                 "shape": [-1] if k in LISTS else [1]} for k, (family, _) in self.options.items()]
+                 "shape": [-1] if k in LISTS else [1]} for k, family in self.options.items()]
 
     def get_output_types(self) -> list:
         if self.kind == "audio-generator":
@@ -245,7 +240,7 @@ class GenerateModel(ZooModel):
         extra = sorted(set(inputs) - set(self.options))
         if extra:
             raise InvalidInput(f"model {self.name!r} has no input {extra[0]!r}; inputs: {', '.join(self.options)}")
-        return {k: option(item, self.options[k][0], k in LISTS) for k, item in inputs.items()}
+        return {k: option(item, self.options[k], k in LISTS) for k, item in inputs.items()}
 
     def opts(self, inputs: dict) -> dict:
         got = self.read(inputs)

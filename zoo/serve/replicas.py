@@ -46,7 +46,7 @@ class ExportReplica:
         self.characters = local_text(self.export, self.pool)
         for model in self.models.values():
             model.load()
-        self.batched.set_max_batch_size(max(max_batch, 1))
+        self.batched.set_max_batch_size(max_batch)
         self.batched.set_batch_wait_timeout_s(batch_wait_s)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
@@ -66,9 +66,6 @@ class ExportReplica:
         stream ends the generation."""
         async for c in self.characters(prompt, max_tokens, temperature, top_k, seed):
             yield c
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def start(exports: dict, replicas: int, threads: int, max_batch: int, batch_wait_s: float, max_call_bytes) -> dict:
