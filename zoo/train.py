@@ -82,10 +82,11 @@ class Backup(keras.callbacks.Callback):
 
 
 def make_strategy(name: str):
+    """The strategy of one process; --strategy multiworker is zoo.distributed's."""
     if name == "mirrored":  # every local GPU (or CPU devices configured as logical devices)
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":  # the cluster described by TF_CONFIG
-        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "multiworker":
+        raise ValueError("--strategy multiworker trains with zoo.distributed.train, whose strategy is made at start-up")
     return tf.distribute.get_strategy()
 
 
@@ -177,13 +178,8 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
         return None
     backup_dir, history_path = run_dir / "backup", run_dir / "history.csv"
     state = Backup.state(backup_dir) or {"epoch": 0, "step": 0, "seconds": 0.0}
-    previous = read_history(history_path)[: state["epoch"]]  # rows of epochs the backup has
     monitor = monitor_of(module)
-    best_so_far = min((row[monitor] for row in previous if monitor in row), default=None) if monitor else None
-    if status == "resume":
-        _truncate_history(history_path, state["epoch"])
-        print(f"resuming {name} from {backup_dir} after {state['epoch']} completed epoch(s)"
-              + (f" and {state['step']} step(s) of the next" if state["step"] else ""))
+    best_so_far = continue_history(run_dir, name, monitor, status, state)
 
     keras.utils.set_random_seed(cfg.seed)
     data = module.load_data(cfg, data_dir)
@@ -225,18 +221,41 @@ def train(name, cfg, preset_name, run_dir, data_dir=None, strategy="default", ca
     return model
 
 
+def optimizers(model) -> list:
+    """(optimizer, its variables) for each optimizer the model's `train_step` steps: the GAN's
+    generator's and discriminator's, else the model's own."""
+    parts = [(getattr(model, f"{part[0]}_optimizer", None), part) for part in ("generator", "discriminator")]
+    if any(optimizer is not None for optimizer, _ in parts):
+        return [(optimizer, getattr(model, part).trainable_variables) for optimizer, part in parts if optimizer]
+    optimizer = getattr(model, "optimizer", None)
+    return [(optimizer, model.trainable_variables)] if optimizer is not None else []
+
+
+def continue_history(run_dir, name, monitor, status, state) -> float:
+    """The best `monitor` value of the epochs the backup `state` has (None: none yet). On a resume,
+    history.csv is cut back to those epochs and the resume said in one line."""
+    history_path = Path(run_dir) / "history.csv"
+    previous = read_history(history_path)[: state["epoch"]]  # rows of epochs the backup has
+    best = min((row[monitor] for row in previous if monitor in row), default=None) if monitor else None
+    if status == "resume":
+        _truncate_history(history_path, state["epoch"])
+        print(f"resuming {name} from {Path(run_dir) / 'backup'} after {state['epoch']} completed epoch(s)"
+              + (f" and {state['step']} step(s) of the next" if state["step"] else ""))
+    return best
+
+
 def monitor_of(module):
     """The logged value that ranks epochs (lowest wins); None: nothing does, keep the last epoch."""
     return registry.hook(module, "MONITOR", "val_loss")
 
 
-def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds, model=None):
+def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, process_seconds, model=None,
+               workers=1):
     """After fit: keep the best checkpoint (else `model`) as model.keras; write run.json from history.csv."""
     run_dir = Path(run_dir)
     monitor = monitor_of(registry.get(name))
     history = read_history(run_dir / "history.csv")
-    optimizer = getattr(model, "optimizer", None)
-    steps = int(optimizer.iterations.numpy()) if optimizer is not None and optimizer.built else None
+    steps = max((int(o.iterations.numpy()) for o, _ in optimizers(model) if o.built), default=None)
     if (run_dir / "best.keras").exists() or model is None:
         model = load_model(run_dir / "best.keras")
     model.save(run_dir / "model.keras")
@@ -251,6 +270,7 @@ def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, 
         "dataset": {"name": cfg.dataset, "train_split": "train", "validation_split": "validation",
                     "test_split": "test", "sizes": split_sizes},
         "strategy": strategy,
+        "workers": workers,  # processes that trained it together (--strategy multiworker: TF_CONFIG's)
         "params": int(model.count_params()),
         "epochs_completed": len(history),
         "optimizer_steps": steps,  # all of them, across resumes

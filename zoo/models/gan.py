@@ -14,7 +14,7 @@ from zoo import data as zdata
 from zoo.models import images
 from zoo.models.gan_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.models.images import NUM_CLASSES, ImageData
-from zoo.models.steps import descend
+from zoo.models.steps import Dropout, descend, random_rows
 
 
 DATASET = Config.dataset
@@ -29,11 +29,13 @@ def build_generator(latent_dim, base_filters, label_dim, conditional):
         inputs.append(label)
         x = keras.layers.Concatenate()([z, keras.layers.Embedding(NUM_CLASSES, label_dim)(label)])
     x = keras.layers.Dense(7 * 7 * 2 * base_filters, use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
+    # synchronized: under a distribution strategy the batch statistics are the whole global batch's,
+    # as on one device, not each replica's share (no effect in one process)
+    x = keras.layers.BatchNormalization(synchronized=True)(x)
     x = keras.layers.LeakyReLU(0.2)(x)
     x = keras.layers.Reshape((7, 7, 2 * base_filters))(x)
     x = keras.layers.Conv2DTranspose(base_filters, 4, strides=2, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.BatchNormalization(synchronized=True)(x)
     x = keras.layers.LeakyReLU(0.2)(x)
     image = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation="tanh", name="image")(x)
     return keras.Model(inputs, image, name="generator")
@@ -50,7 +52,7 @@ def build_discriminator(base_filters, label_dim, dropout, conditional):
     for filters in (base_filters, 2 * base_filters):
         x = keras.layers.Conv2D(filters, 4, strides=2, padding="same")(x)
         x = keras.layers.LeakyReLU(0.2)(x)
-        x = keras.layers.Dropout(dropout)(x)
+        x = Dropout(dropout)(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, keras.layers.Dense(1, name="logit")(x), name="discriminator")
 
@@ -63,7 +65,6 @@ class GAN(keras.Model):
         self.dropout, self.conditional = dropout, conditional
         self.generator = build_generator(latent_dim, base_filters, label_dim, conditional)
         self.discriminator = build_discriminator(base_filters, label_dim, dropout, conditional)
-        self.bce = keras.losses.BinaryCrossentropy(from_logits=True, reduction="sum_over_batch_size")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_real_tracker = keras.metrics.Mean(name="d_real")  # D's mean probability on real images
@@ -95,11 +96,21 @@ class GAN(keras.Model):
     def _discriminate(self, images, labels, training):
         return self.discriminator([images, labels] if self.conditional else images, training=training)
 
+    @staticmethod
+    def bce(targets, logits):
+        """Mean binary cross-entropy of logits, on this replica's rows: `descend` averages the replicas'
+        gradients (a keras.losses object would divide by the replicas a second time)."""
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+
+    def _latents(self, batch, step, site):
+        """z for the training step's draw `site`: the same on any number of workers (steps.random_rows)."""
+        return random_rows(lambda n, seed: tf.random.stateless_normal([n, self.latent_dim], seed), batch, step, site)
+
     def train_step(self, data):
         images, labels = data
         real = tf.cast(images, tf.float32) / 127.5 - 1.0
-        batch = tf.shape(real)[0]
-        z = tf.random.normal([batch, self.latent_dim])
+        batch, step = tf.shape(real)[0], tf.identity(self.d_optimizer.iterations)
+        z = self._latents(batch, step, 0)
         with tf.GradientTape() as d_tape:
             fake = self(z, labels, training=True)
             real_logits = self._discriminate(real, labels, True)
@@ -108,7 +119,7 @@ class GAN(keras.Model):
                       + self.bce(tf.zeros_like(fake_logits), fake_logits))
         descend(self.d_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
 
-        z = tf.random.normal([batch, self.latent_dim])
+        z = self._latents(batch, step, 1)
         with tf.GradientTape() as g_tape:
             fake_logits = self._discriminate(self(z, labels, training=True), labels, True)
             g_loss = self.bce(tf.ones_like(fake_logits), fake_logits)  # the non-saturating loss

@@ -2,13 +2,15 @@
 
 - `NUM_CLASSES`: the classes of the MNIST-like datasets they train on (their labels are 0..9).
 - `ImageData`: the batches a model's `load_data` hands to training.
-- `binarize`: dynamic binarisation of uint8 images (vae, pixelcnn).
+- `binarize`: dynamic binarisation of uint8 images (vae, pixelcnn); `binarize_for_step` in training.
 - `card_sample`: the model card's labelled grid, made by the numpy/onnxruntime runtime.
 """
 
 import dataclasses
 
 import tensorflow as tf
+
+from zoo.models.steps import random_rows
 
 NUM_CLASSES = 10  # mnist and fashion_mnist
 
@@ -26,6 +28,14 @@ def binarize(images, seed=None):
     p = tf.cast(images, tf.float32) / 255.0
     u = tf.random.uniform(tf.shape(p), seed=seed) if seed is None else tf.random.stateless_uniform(tf.shape(p), seed)
     return tf.cast(u < p, tf.float32)
+
+
+def binarize_for_step(images, step, site: int = 0):
+    """`binarize` with training step `step`'s draw (steps.random_rows: the same on any number of workers)."""
+    shape = tf.shape(images)
+    u = random_rows(lambda n, seed: tf.random.stateless_uniform(tf.concat([[n], shape[1:]], 0), seed), shape[0],
+                    step, site)
+    return tf.cast(u < tf.cast(images, tf.float32) / 255.0, tf.float32)
 
 
 def card_sample(folder, manifest) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.models import text
+from zoo.models.steps import Dropout
 from zoo.onnx_build import GraphBuilder
 from zoo.models.lstm_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
@@ -31,7 +32,7 @@ class LSTM(text.CharModel):
             keras.layers.LSTM(lstm_units, return_sequences=True, return_state=True, name=f"lstm_{i}")
             for i in range(num_layers)
         ]
-        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+        self.dropout = Dropout(dropout, name="dropout")
         self.dense = keras.layers.Dense(self.vocab_size, name="logits")
 
     @property

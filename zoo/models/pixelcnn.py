@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo.models import images
-from zoo.models.images import NUM_CLASSES, ImageData, binarize
+from zoo.models.images import NUM_CLASSES, ImageData, binarize, binarize_for_step
 from zoo.models.pixelcnn_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.models.steps import descend
 
@@ -152,7 +152,7 @@ class PixelCNN(keras.Model):
 
     def train_step(self, data):
         images, labels = data
-        x = binarize(images)  # dynamic binarisation: a fresh draw every time an image is seen
+        x = binarize_for_step(images, self.optimizer.iterations)  # a fresh draw every time an image is seen
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.nll(x, labels))
         descend(self.optimizer, tape, loss, self.trainable_variables)

@@ -17,6 +17,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo.models import text
+from zoo.models.steps import Dropout
 from zoo.onnx_build import GraphBuilder
 from zoo.models.transformer_presets import Config, PRESETS, check_config  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.runtime.text import cache_names
@@ -37,6 +38,8 @@ class CachedSelfAttention(keras.layers.MultiHeadAttention):
 
     def build(self, input_shape):
         super().build(input_shape, input_shape)
+        # on the attention weights: the zoo's Dropout, whose masks are one process's under a strategy
+        self._dropout_layer = Dropout(self._dropout, dtype=self.dtype_policy, seed=self.seed)
 
     def call(self, x, past_key, past_value, training=False):
         query = self._query_dense(x)
@@ -70,7 +73,7 @@ class DecoderBlock(keras.layers.Layer):
         self.norm_2 = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_2")
         self.mlp_in = keras.layers.Dense(mlp_ratio * d_model, name="mlp_in")
         self.mlp_out = keras.layers.Dense(d_model, name="mlp_out")
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def build(self, input_shape):
         for layer in (self.norm_1, self.attention, self.norm_2, self.mlp_in):
@@ -109,7 +112,7 @@ class Transformer(text.CharModel):
         self.head_dim = d_model // num_heads
         self.token_embedding = keras.layers.Embedding(self.vocab_size, d_model, name="token_embedding")
         self.position_embedding = keras.layers.Embedding(max_context, d_model, name="position_embedding")
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.blocks = [DecoderBlock(d_model, num_heads, mlp_ratio, dropout, name=f"block_{i}")
                        for i in range(num_layers)]
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")

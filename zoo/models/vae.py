@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo.models import images
-from zoo.models.images import NUM_CLASSES, ImageData, binarize
-from zoo.models.steps import descend
+from zoo.models.images import NUM_CLASSES, ImageData, binarize, binarize_for_step
+from zoo.models.steps import descend, random_rows
 from zoo.models.vae_presets import Config, PRESETS, EVAL_KEYS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
@@ -89,10 +89,16 @@ class VAE(keras.Model):
         z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
         return self.decode(z, labels, training)
 
-    def elbo_terms(self, x, labels, training):
-        """Per image: reconstruction -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || N(0, I))."""
+    def elbo_terms(self, x, labels, training, step=None):
+        """Per image: reconstruction -log p(x|z) for one z ~ q(z|x), and KL(q(z|x) || N(0, I)).
+        `step`: a training step, whose draw of z is the same on any number of workers (steps.random_rows)."""
         mean, log_variance = self.encode(x, labels, training)
-        z = mean + tf.exp(0.5 * log_variance) * tf.random.normal(tf.shape(mean))
+        if step is None:
+            eps = tf.random.normal(tf.shape(mean))
+        else:
+            eps = random_rows(lambda n, seed: tf.random.stateless_normal([n, self.latent_dim], seed),
+                              tf.shape(mean)[0], step, 1)
+        z = mean + tf.exp(0.5 * log_variance) * eps
         logits = self.decode(z, labels, training)
         recon = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits), axis=[1, 2, 3])
         kl = 0.5 * tf.reduce_sum(tf.exp(log_variance) + tf.square(mean) - 1.0 - log_variance, axis=1)
@@ -100,9 +106,10 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         images, labels = data
-        x = binarize(images)
+        step = self.optimizer.iterations
+        x = binarize_for_step(images, step)
         with tf.GradientTape() as tape:
-            recon, kl = self.elbo_terms(x, labels, training=True)
+            recon, kl = self.elbo_terms(x, labels, training=True, step=step)
             loss = tf.reduce_mean(recon + kl)
         descend(self.optimizer, tape, loss, self.trainable_variables)
         self._track(loss, recon, kl)

@@ -6,7 +6,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo.models.steps import descend
+from zoo.models.steps import Dropout, descend, global_mean, random_rows
 from zoo.models.wavenet_presets import Config
 from zoo.runtime.audio import HOP, MEL_BINS, MU, SILENT_FRAME
 
@@ -84,7 +84,7 @@ class PriorBlock(keras.layers.Layer):
         self.norm_1 = keras.layers.LayerNormalization(name="norm_1")
         self.qkv = keras.layers.Dense(3 * units, name="qkv")  # queries, keys and values in one matmul
         self.attention_out = keras.layers.Dense(units, name="attention_out")
-        self.dropout = keras.layers.Dropout(attention_dropout)  # on the attention weights, as MultiHeadAttention
+        self.dropout = Dropout(attention_dropout)  # on the attention weights, as MultiHeadAttention
         self.norm_2 = keras.layers.LayerNormalization(name="norm_2")
         self.up = keras.layers.Dense(4 * units, name="up")
         self.down = keras.layers.Dense(units, name="down")
@@ -157,7 +157,7 @@ class MelPrior(keras.layers.Layer):
         self.state_size = blocks * 2 * max_frames * units + 1
         self.prenet_1 = keras.layers.Dense(prenet_units, activation="relu", name="prenet_1")
         self.prenet_2 = keras.layers.Dense(prenet_units, activation="relu", name="prenet_2")
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.digit_embedding = keras.layers.Embedding(num_classes, prenet_units, name="digit")
         self.project = keras.layers.Dense(units, name="project")
         self.positions = keras.layers.Embedding(max_frames, units, name="positions")  # learned, one per frame
@@ -352,30 +352,33 @@ class WaveNet(keras.Model):
     # --- objectives ---
 
     def vocoder_nll(self, codes, mel, digit, weight, training=False):
-        """(mean NLL in nats over the real (weight 1) samples, their count)."""
+        """(mean NLL in nats over the real (weight 1) samples, their count; under a strategy: the
+        replica's share of the global batch's mean, and the count it stands for: steps.global_mean)."""
         logits = self(codes[:, :-1], mel, digit, training=training)
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes[:, 1:], logits=logits)
-        count = tf.reduce_sum(weight)
-        return tf.reduce_sum(nll * weight) / tf.maximum(count, 1.0), count
+        return global_mean(tf.reduce_sum(nll * weight), tf.reduce_sum(weight))
 
     def prior_nll(self, frames, lengths, digit, training=False):
         """(nats per mel value over the real frames + the stop cross-entropy over frames 0..length,
-        the number of real frames)."""
+        the number of real frames; under a strategy as in vocoder_nll)."""
         mixture_logits, means, log_scales, stop_logit = self.prior_params(frames, digit, training)
         t = tf.range(tf.shape(frames)[1])[None, :]
         real = tf.cast(t < lengths[:, None], tf.float32)
-        mel = tf.reduce_sum(mixture_nll(frames, mixture_logits, means, log_scales) * real)
-        count = tf.reduce_sum(real)
+        mel, count = global_mean(tf.reduce_sum(mixture_nll(frames, mixture_logits, means, log_scales) * real),
+                                 tf.reduce_sum(real))
         judged = tf.cast(t <= lengths[:, None], tf.float32)  # every real frame, and the one past the end
         stop = tf.nn.sigmoid_cross_entropy_with_logits(labels=1.0 - real, logits=stop_logit)
-        stop = tf.reduce_sum(stop * judged) / tf.maximum(tf.reduce_sum(judged), 1.0)
-        return mel / tf.maximum(count, 1.0) / MEL_BINS + stop, count
+        stop, _ = global_mean(tf.reduce_sum(stop * judged), tf.reduce_sum(judged))
+        return mel / MEL_BINS + stop, count
 
     def _stage_losses(self, data, training):
         vocoder, prior = data
         mel = vocoder["mel"]
-        if training and self.mel_noise:
-            mel = mel + tf.random.normal(tf.shape(mel), stddev=self.mel_noise)
+        if training and self.mel_noise:  # the step's draw: the same on any number of workers (steps.random_rows)
+            frames = tf.shape(mel)[1:]
+            mel = mel + self.mel_noise * random_rows(
+                lambda n, seed: tf.random.stateless_normal(tf.concat([[n], frames], 0), seed), tf.shape(mel)[0],
+                self.optimizer.iterations, 0)
         v, v_count = self.vocoder_nll(vocoder["codes"], mel, vocoder["digit"], vocoder["weight"], training)
         p, p_count = self.prior_nll(prior["frames"], prior["lengths"], prior["digit"], training)
         self.vocoder_tracker.update_state(v, sample_weight=v_count)
