@@ -97,13 +97,22 @@ def cmd_list(args):
 
 def cmd_train(args):
     choose("strategy", args.strategy, STRATEGIES)
-    cfg = registry.preset(args.model, args.preset, args.set)
-    from zoo.train import train
+    if args.strategy == "multiworker":  # the strategy first: collective ops are configured before any op runs
+        from zoo import distributed
 
+        cluster, strategy = distributed.start()
+    cfg = registry.preset(args.model, args.preset, args.set)
     run_dir = run_dir_for(args)
-    if train(args.model, cfg, args.preset, run_dir, data_dir=args.data_dir, strategy=args.strategy,
-             fresh=args.fresh) is None:
-        return 0  # a finished run: nothing trained, nothing to evaluate or export again
+    if args.strategy == "multiworker":
+        model = distributed.train(args.model, cfg, args.preset, run_dir, cluster, strategy, data_dir=args.data_dir,
+                                  fresh=args.fresh)
+    else:
+        from zoo.train import train
+
+        model = train(args.model, cfg, args.preset, run_dir, data_dir=args.data_dir, strategy=args.strategy,
+                      fresh=args.fresh)
+    if model is None:
+        return 0  # a finished run, or a worker's share: nothing to evaluate or export
     if not args.no_eval:
         cmd_eval(args, cfg)
     if not args.no_export:
@@ -206,11 +215,17 @@ def main(argv=None) -> int:
     if argv[:1] == ["sample"]:
         return cmd_sample(argv[1:])
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ logging after start-up
+    # TensorFlow's C++ logging after start-up: errors only; with several workers not those either (a lost
+    # worker is said in one line, zoo.distributed.first_line)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if getattr(args, "strategy", None) == "multiworker" else "2")
     try:
         if args.command in ("train", "eval", "export"):
             if args.command == "train":
                 choose("strategy", args.strategy, STRATEGIES)
+                if args.strategy == "multiworker":
+                    from zoo.distributed import read_cluster
+
+                    read_cluster(os.environ.get("TF_CONFIG"))
             registry.preset(args.model, args.preset, args.set, light=True)  # usage errors before TensorFlow
             start_tensorflow()
         return args.func(args)
