@@ -19,7 +19,7 @@ from zoo import data as zdata
 # the contract's hooks (zoo.registry.HOOKS), defined without TensorFlow
 from zoo.models.diffusion_presets import Config, PRESETS, EVAL_KEYS, check_config  # noqa: F401
 from zoo.models.images import NUM_CLASSES, ImageData
-from zoo.models.steps import descend, random_rows
+from zoo.models.steps import VALIDATION_STEP, descend, random_rows
 from zoo.runtime import diffusion as dmath
 
 NULL_LABEL = dmath.NULL_LABEL  # the extra embedding row for "no label": the unconditional half of guidance
@@ -150,23 +150,21 @@ class Diffusion(keras.Model):
         """The EMA network's epsilon for noisy images x_t in [-1, 1]-scale at integer steps t."""
         return self.ema_network([x_t, t, label] if self.conditional else [x_t, t], training=training)
 
-    def _noised(self, images, labels, seed=None, step=0):
-        """(network inputs, target noise) for a batch: random t, noise, and dropped labels; training
-        step `step`'s draws (steps.random_rows: the same on any number of workers), or with `seed` the
-        validation's fixed ones."""
+    def _noised(self, images, labels, step=0, validation=False):
+        """(network inputs, target noise) for a batch: random t, noise, and dropped labels, training
+        step `step`'s draws (steps.random_rows: the same on any number of workers). `validation`: the
+        same t and noise every epoch (so epochs compare) and no label dropped."""
         x0 = tf.cast(images, tf.float32) / 127.5 - 1.0
         batch = tf.shape(x0)[0]
         alpha_bar = tf.constant(self.schedule.alpha_bar, tf.float32)  # float64 numpy math, cast once
-        if seed is None:
-            pixels = tf.shape(x0)[1:]
-            t = random_rows(lambda n, s: tf.random.stateless_uniform([n], s, 0, self.schedule.steps, dtype=tf.int32),
-                            batch, step, 0)
-            noise = random_rows(lambda n, s: tf.random.stateless_normal(tf.concat([[n], pixels], 0), s), batch, step, 1)
-            drop = random_rows(lambda n, s: tf.random.stateless_uniform([n], s), batch, step, 2) < self.label_dropout
-        else:  # validation: the same t and noise every epoch, so epochs compare
-            t = tf.random.stateless_uniform([batch], seed, 0, self.schedule.steps, dtype=tf.int32)
-            noise = tf.random.stateless_normal(tf.shape(x0), seed + 1)
+        step, pixels = VALIDATION_STEP if validation else step, tf.shape(x0)[1:]
+        t = random_rows(lambda n, s: tf.random.stateless_uniform([n], s, 0, self.schedule.steps, dtype=tf.int32),
+                        batch, step, 0)
+        noise = random_rows(lambda n, s: tf.random.stateless_normal(tf.concat([[n], pixels], 0), s), batch, step, 1)
+        if validation:
             drop = tf.zeros([batch], tf.bool)
+        else:
+            drop = random_rows(lambda n, s: tf.random.stateless_uniform([n], s), batch, step, 2) < self.label_dropout
         a = tf.gather(alpha_bar, t)[:, None, None, None]
         x_t = tf.sqrt(a) * x0 + tf.sqrt(1.0 - a) * noise
         inputs = [x_t, t]
@@ -187,7 +185,7 @@ class Diffusion(keras.Model):
 
     def test_step(self, data):
         images, labels = data
-        inputs, noise = self._noised(images, labels, seed=tf.constant([7, 11]))
+        inputs, noise = self._noised(images, labels, validation=True)
         self.loss_tracker.update_state(tf.reduce_mean(tf.square(noise - self.ema_network(inputs))))
         return {"loss": self.loss_tracker.result()}
 

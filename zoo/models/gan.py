@@ -14,7 +14,7 @@ from zoo import data as zdata
 from zoo.models import images
 from zoo.models.gan_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 from zoo.models.images import NUM_CLASSES, ImageData
-from zoo.models.steps import Dropout, descend, random_rows
+from zoo.models.steps import VALIDATION_STEP, Dropout, descend, random_rows
 
 
 DATASET = Config.dataset
@@ -133,7 +133,7 @@ class GAN(keras.Model):
     def test_step(self, data):
         images, labels = data
         real = tf.cast(images, tf.float32) / 127.5 - 1.0
-        z = tf.random.normal([tf.shape(real)[0], self.latent_dim])
+        z = self._latents(tf.shape(real)[0], VALIDATION_STEP, 0)
         real_logits = self._discriminate(real, labels, False)
         fake_logits = self._discriminate(self(z, labels), labels, False)
         d_loss = self.bce(tf.ones_like(real_logits), real_logits) + self.bce(tf.zeros_like(fake_logits), fake_logits)

@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from zoo import data as zdata
 from zoo.models import images
-from zoo.models.images import NUM_CLASSES, ImageData, binarize, binarize_for_step
+from zoo.models.images import NUM_CLASSES, ImageData, binarize_for_step
 from zoo.models.pixelcnn_presets import Config, PRESETS  # noqa: F401 (hooks: zoo.registry.HOOKS)
-from zoo.models.steps import descend
+from zoo.models.steps import VALIDATION_STEP, descend
 
 
 DATASET = Config.dataset
@@ -161,7 +161,8 @@ class PixelCNN(keras.Model):
 
     def test_step(self, data):
         images, labels = data
-        self.loss_tracker.update_state(tf.reduce_mean(self.nll(binarize(images), labels)))
+        x = binarize_for_step(images, VALIDATION_STEP)
+        self.loss_tracker.update_state(tf.reduce_mean(self.nll(x, labels)))
         return {"loss": self.loss_tracker.result()}
 
     def get_config(self):
@@ -174,7 +175,7 @@ class PixelCNN(keras.Model):
 def fixed_binarization(images: np.ndarray, seed: int) -> np.ndarray:
     """uint8 images -> uint8 {0, 255}, each pixel on with probability intensity/255, drawn once.
 
-    `binarize` maps 0/255 to 0/1 deterministically, so validation and test see one fixed draw.
+    `binarize_for_step` maps 0/255 to 0/1 deterministically, so validation and test see one fixed draw.
     """
     rng = np.random.default_rng(seed)
     return np.where(rng.random(images.shape) < images / 255.0, 255, 0).astype(np.uint8)

@@ -38,6 +38,7 @@ def _divided(gradient, n):
 
 
 SITES = 8  # random draws one train_step may make: a draw's seed holds step * SITES + its site
+VALIDATION_STEP = -1  # the step of test_step's draws: one no training takes, so every epoch validates alike
 
 
 def random_rows(sample, rows, step, site: int):

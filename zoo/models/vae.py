@@ -15,7 +15,7 @@ import tensorflow as tf
 from zoo import data as zdata
 from zoo.models import images
 from zoo.models.images import NUM_CLASSES, ImageData, binarize, binarize_for_step
-from zoo.models.steps import descend, random_rows
+from zoo.models.steps import VALIDATION_STEP, descend, random_rows
 from zoo.models.vae_presets import Config, PRESETS, EVAL_KEYS  # noqa: F401 (hooks: zoo.registry.HOOKS)
 
 
@@ -117,7 +117,8 @@ class VAE(keras.Model):
 
     def test_step(self, data):
         images, labels = data
-        recon, kl = self.elbo_terms(binarize(images), labels, training=False)
+        x = binarize_for_step(images, VALIDATION_STEP)
+        recon, kl = self.elbo_terms(x, labels, training=False, step=VALIDATION_STEP)
         self._track(tf.reduce_mean(recon + kl), recon, kl)
         return {m.name: m.result() for m in self.metrics}
 
