@@ -1,12 +1,14 @@
 """`--strategy multiworker`: two worker processes on loopback train as one process would.
 
-Each test starts `python -m zoo train` processes (TFDS mocked) on free 127.0.0.1 ports, CPU only, one
-thread each, in sessions of their own that are always killed, with hard timeouts.
+Each test starts `python -m zoo train` processes (TFDS mocked) on free loopback ports, in a network
+namespace of their own where the system allows one (Loopback), CPU only, one thread each, in
+sessions of their own that are always killed, with hard timeouts.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,21 +61,47 @@ def command(model, run_dir, sets, strategy="multiworker"):
     return argv
 
 
+class Loopback:
+    """A network namespace with a loopback interface only, for the workers: TensorFlow's gRPC server
+    listens on every interface, and in there no other machine can reach it. Without the tools or the
+    privileges for one (unshare, nsenter, ip), the workers use the host's network on 127.0.0.1."""
+
+    def __init__(self):
+        self.holder = None
+        if all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
+            holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                      start_new_session=True)
+            if holder.stdout.readline().strip() == "up":
+                self.holder = holder
+            else:
+                holder.kill()
+                holder.wait()
+
+    def command(self, argv):
+        return (["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"] if self.holder else []) + argv
+
+    def close(self):
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
+
+
 class Workers:
-    """Worker processes of one cluster; their sessions are killed on leaving, whatever happened."""
+    """Worker processes of one cluster, in a Loopback; their sessions are killed on leaving."""
 
     def __init__(self, model, run_dir, sets, n=2, env=None, per_worker_sets=None):
         self.addresses = [f"localhost:{p}" for p in free_ports(n)]
         self.model, self.run_dir, self.sets, self.env = model, run_dir, sets, env
         self.per_worker_sets = per_worker_sets or [[] for _ in range(n)]
-        self.processes = []
+        self.processes, self.network = [], Loopback()
 
     def start(self, indices=None):
         self.processes = []
         for i in indices if indices is not None else range(len(self.addresses)):
             tf_config = json.dumps({"cluster": {"worker": self.addresses}, "task": {"type": "worker", "index": i}})
             self.processes.append(subprocess.Popen(
-                command(self.model, self.run_dir, self.sets + self.per_worker_sets[i]), cwd=ROOT,
+                self.network.command(command(self.model, self.run_dir, self.sets + self.per_worker_sets[i])), cwd=ROOT,
                 env=environment(dict(self.env or {}, TF_CONFIG=tf_config)), stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, start_new_session=True))
         return self
@@ -97,6 +125,7 @@ class Workers:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        self.network.close()
 
 
 def single(model, run_dir, sets) -> subprocess.Popen:
