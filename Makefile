@@ -20,7 +20,7 @@ export TFDS_DATA_DIR := $(SHARED_TFDS)
 endif
 endif
 
-.PHONY: venv serve-venv serve bench-serve test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
+.PHONY: venv docs serve-venv serve bench-serve test test-large bench list clean triton web serve-web train-classifier train-audio-classifier $(addprefix train-,$(MODELS)) \
         $(addprefix eval-,$(MODELS)) $(addprefix export-,$(MODELS)) $(addprefix sample-,$(MODELS))
 
 $(VENV)/.installed: pyproject.toml
@@ -97,5 +97,9 @@ bench: venv
 	ZOO_COMMAND='make bench$(if $(ARGS), ARGS="$(ARGS)",)' $(PY) -m zoo.bench $(ARGS)
 	$(PY) -m zoo.bench --readme
 
+# The documentation site in site/ (mkdocs build --strict: broken links and pages left out of the nav fail)
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

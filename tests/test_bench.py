@@ -1,4 +1,4 @@
-"""`make bench`: its records, the README tables written from them, and the image graph bench."""
+"""`make bench`: its records, the benchmark page's tables written from them, and the image graph bench."""
 
 import json
 
@@ -43,18 +43,21 @@ def test_a_record_becomes_the_readme_table(tmp_path):
         bench.update_readme(readme, records)
 
 
-def test_readme_speed_tables_are_the_committed_records(tmp_path):
-    """Every table between bench markers in README.md is what `python -m zoo.bench --readme` writes
-    from benchmarks/*.json: a figure edited by hand, or a record without its README update, fails."""
+def test_benchmark_page_tables_are_the_committed_records(tmp_path):
+    """Every table between bench markers in benchmarks/README.md is what `python -m zoo.bench --readme`
+    writes from benchmarks/*.json: a figure edited by hand, or a record without its page update, fails."""
+    page = ROOT / bench.PAGE
     copy = tmp_path / "README.md"
-    copy.write_text((ROOT / "README.md").read_text())
+    copy.write_text(page.read_text())
     text = copy.read_text()
     for table_id in bench.TABLES:
         assert f"<!-- bench:{table_id} -->" in text, table_id
     records = bench.read_records(ROOT / bench.RECORDS)  # every model measured
     assert {r["model"] for r in records} >= {"rnn", "lstm", "transformer", "gan", "vae", "pixelcnn", "wavenet",
                                              "diffusion"}
-    assert not bench.update_readme(copy, ROOT / bench.RECORDS), "README.md's speed tables differ from benchmarks/*.json"
+    assert not bench.update_readme(copy, ROOT / bench.RECORDS, links=""), \
+        "benchmarks/README.md's speed tables differ from benchmarks/*.json"
+    assert "](rnn.json)" in text  # the page links to its records beside it
 
 
 def test_every_record_measured_the_committed_export():

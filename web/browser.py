@@ -1,6 +1,6 @@
 """The page in headless Chromium (Debian's chromium + chromedriver, driven by selenium), served by
 serve.py on loopback: tests/test_web.py drives it, and `python web/browser.py OUT.png` saves a
-screenshot of the page after sampling from the repository's exports/ (the README's picture).
+screenshot of the page after sampling from the repository's exports/ (the picture in docs/runtimes.md).
 """
 
 import shutil

@@ -20,8 +20,8 @@ tf.function, the same inputs, alternated in rounds, batch 1 and 64.
 
 Each model's figures go to a record, `benchmarks/<model>.json` (the date, the command, the machine,
 the package versions and a hash of the export's manifest beside the rows), and
-`python -m zoo.bench --readme` writes the README's speed tables from the records (`make bench` does
-both), so every figure in those tables has a source. Numbers depend on the machine; the records are
+`python -m zoo.bench --readme` writes the speed tables of `benchmarks/README.md` from the records
+(`make bench` does both), so every figure in those tables has a source. Numbers depend on the machine; the records are
 runs on the zoo's 2-core build machine.
 """
 
@@ -431,10 +431,10 @@ def profile_graph(name, export_dir, batch: int = 16, runs: int = 20, sizes=None)
                   key=lambda row: -row[2])
 
 
-# --- Records and the README's tables -------------------------------------------------------------
+# --- Records and the benchmarks page's tables ----------------------------------------------------
 
 RECORDS = Path("benchmarks")
-# The README's generated tables: id -> what a record's rows measure. Between the README's
+# The generated tables: id -> what a record's rows measure. Between a page's
 # `<!-- bench:ID -->` and `<!-- /bench:ID -->` lines, `--readme` writes the table of every record's
 # rows for ID, models in the registry's order, with each record's date and command below it.
 TABLES = {
@@ -500,11 +500,12 @@ def _value(value) -> str:
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def render_table(records, table_id, folder=RECORDS) -> str:
+def render_table(records, table_id, folder=RECORDS, links=None) -> str:
     """The markdown for one table id: its title, the rows of every record that has it, and a line
-    per record naming its file, date, command and machine."""
+    per record naming its file, date, command and machine (a link to `links/<model>.json`; links
+    None: the records' folder name, as from a page beside it; "": the page's own folder)."""
     unit, column = TABLES[table_id]
-    folder = Path(folder).name  # the README's links: the records' folder beside it
+    folder = Path(folder).name if links is None else links
     having = [r for r in records if table_id in r["tables"]]
     if not having:
         return f"(no record in {folder}/ has this table yet: `make bench`)"
@@ -518,16 +519,24 @@ def render_table(records, table_id, folder=RECORDS) -> str:
         m, p = r["machine"], r["packages"]
         title = r["tables"][table_id]["title"]
         differs = "" if title == having[0]["tables"][table_id]["title"] else f"; its table: {title}"
-        lines.append(f"- {r['model']}: [`{folder}/{r['model']}.json`]({folder}/{r['model']}.json), "
+        path = f"{folder}/{r['model']}.json" if folder else f"{r['model']}.json"
+        lines.append(f"- {r['model']}: [`{path}`]({path}), "
                      f"{r['date'][:10]}, `{r['command']}`, {m['cpus']} CPU cores, onnxruntime {p.get('onnxruntime')}, "
                      f"tensorflow {p.get('tensorflow')}{differs}")
     return "\n".join(lines)
 
 
-def update_readme(readme, folder=RECORDS) -> bool:
+PAGE = RECORDS / "README.md"  # the benchmarks page (the docs site's too): the tables beside their records
+
+
+def update_readme(readme=PAGE, folder=RECORDS, links=None) -> bool:
     """Rewrite every `<!-- bench:ID -->` ... `<!-- /bench:ID -->` block of `readme` from the records
-    in `folder`. True when the file changed."""
+    in `folder`, linking to them as `links/<model>.json` (None: the path from `readme`'s folder).
+    True when the file changed."""
     readme = Path(readme)
+    if links is None:
+        links = os.path.relpath(Path(folder).resolve(), readme.resolve().parent)
+        links = "" if links == "." else links
     text = readme.read_text()
     records = read_records(folder)
 
@@ -535,7 +544,7 @@ def update_readme(readme, folder=RECORDS) -> bool:
         table_id = match.group(1)
         if table_id not in TABLES:
             raise ValueError(f"{readme}: unknown benchmark table {table_id!r} (known: {', '.join(TABLES)})")
-        return f"<!-- bench:{table_id} -->\n{render_table(records, table_id, folder)}\n<!-- /bench:{table_id} -->"
+        return f"<!-- bench:{table_id} -->\n{render_table(records, table_id, folder, links)}\n<!-- /bench:{table_id} -->"
 
     new = re.sub(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->", block, text, flags=re.S)
     if new != text:
@@ -701,8 +710,8 @@ def main(argv=None):
     parser.add_argument("--records", default=str(RECORDS),
                         help="folder of the records: each model's figures go to RECORDS/<model>.json")
     parser.add_argument("--no-record", action="store_true", help="print the tables only")
-    parser.add_argument("--readme", nargs="?", const="README.md", metavar="FILE",
-                        help="instead of measuring: write FILE's (README.md's) speed tables from the records")
+    parser.add_argument("--readme", nargs="?", const=str(PAGE), metavar="FILE",
+                        help=f"instead of measuring: write FILE's ({PAGE}'s) speed tables from the records")
     parser.add_argument("--profile", metavar="MODEL",
                         help="instead of timing: ONNX Runtime's profile of one pass of MODEL's main graph (the "
                              "image models), time per op type, at the first of --graph-batches")

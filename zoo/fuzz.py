@@ -126,7 +126,7 @@ def build(entry, spec: dict, rng: np.random.Generator):
 
 
 def positions(inputs: dict, rng: np.random.Generator):
-    """A cached decoder's valid position_ids for the shapes `inputs` have (README: the decoder's
+    """A cached decoder's valid position_ids for the shapes `inputs` have (docs/sampling.md: the decoder's
     contract): consecutive in each row, inside the cache; after cached ones only for one sequence."""
     ids = inputs["position_ids"]
     past = next((v for k, v in inputs.items() if k.startswith("past_key_values")), None)

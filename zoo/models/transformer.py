@@ -295,7 +295,7 @@ STANDARD_NOTE = (
     "zoo.runtime and GenAI run the decoder, that changes nothing). Those positions must hold finite values "
     "(zeros at first), since its attention reads the whole capacity through a mask. And several sequences "
     "may add several positions after cached ones in one call. In ONNX Runtime it is slower a step than "
-    "`decoder.onnx` (README: Lean graphs and int8 variants)."
+    "`decoder.onnx` (benchmarks/README.md: Lean graphs and int8 variants)."
 )
 
 

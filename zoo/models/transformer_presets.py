@@ -16,7 +16,7 @@ class Config:
     max_context: int = 320       # positions learned; 64 prompt + 256 generated fit without sliding
     seq_len: int = 320           # training windows use the whole context
     batch_size: int = 16         # many small steps beat few big ones on a short budget (32 reached
-                                 # 1.92 test nats/char in 13 epochs, see the README)
+                                 # 1.92 test nats/char in 13 epochs, see docs/models/transformer.md)
     epochs: int = 22             # one epoch = the train split's worth of characters (196 steps)
     steps_per_epoch: int = 0     # 0: derived from the split size
     learning_rate: float = 2e-3  # AdamW peak; fine for a model this small

@@ -306,7 +306,7 @@ def _bytes(n: int) -> str:
 
 
 def check_cached_positions(inputs: dict, info: dict, contrib: bool = True):
-    """A cached decoder's positions (README: the decoder's contract): each one inside the cache
+    """A cached decoder's positions (docs/sampling.md: the decoder's contract): each one inside the cache
     (0 <= position < capacity <= max_context) and, for the GroupQueryAttention graphs (`contrib`), each
     row's positions consecutive, and a call adding several positions after cached ones one sequence."""
     positions = inputs["position_ids"]

@@ -132,7 +132,7 @@ def parse_sampler(row: str) -> tuple:
 
 def sample(denoise, schedule, labels, sampler="ddim", steps=50, eta=0.0, guidance=1.0, seed=0, conditional=True,
            batch_size=250, null_label=NULL_LABEL, image_shape=(28, 28, 1), clip=(-1.0, 1.0)) -> np.ndarray:
-    """Images in [-1, 1] [N, *image_shape], one per label, in batches of `batch_size` (batch i seeded seed + i).
+    """Images in [-1, 1], `[N, *image_shape]`, one per label, in batches of `batch_size` (batch i seeded seed + i).
 
     The same function samples with the TensorFlow denoiser (`zoo.models.diffusion.tf_denoiser`) and
     with ONNX Runtime (zoo.runtime.images), so both give the same images from the same seed.

@@ -168,7 +168,7 @@ class GraphModel(ZooModel):
 
 
 # The options a generation model takes, by the export's kind: name -> v2 datatype family (their meanings:
-# the runtime's samplers, README "Serving"). Every option is optional (the manifest's sample_defaults fill
+# the runtime's samplers, docs/serving.md). Every option is optional (the manifest's sample_defaults fill
 # it) and holds one value, except the class lists (labels, digits), which hold one value per class asked for.
 IMAGE_OPTIONS = {"labels": "INT", "per_label": "INT", "seed": "INT"}
 DIFFUSION_OPTIONS = {"sampler": "BYTES", "steps": "INT", "eta": "FP", "guidance": "FP"}

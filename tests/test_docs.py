@@ -1,0 +1,101 @@
+"""The documentation: a short README, the models table generated from the manifests, and the
+MkDocs site built with --strict (a broken link or anchor, or a page left out of the navigation, fails)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from zoo import docs, registry
+
+
+def block(text):
+    found = re.findall(r"<!-- models -->\n(.*?)\n<!-- /models -->", text, flags=re.S)
+    assert len(found) == 1, "one <!-- models --> block"
+    return found[0]
+
+
+def test_readme_is_short():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; the rest belongs in docs/"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/models/index.md"])
+def test_models_table_is_the_manifests(page):
+    """`python -m zoo.docs` wrote the table from exports/*/manifest.json: a figure edited by hand, or a
+    re-trained model whose table was not re-written, fails."""
+    assert docs.MODELS == list(registry.MODELS)
+    pages, cards = docs.PAGES[ROOT / page]
+    assert block((ROOT / page).read_text()) == docs.models_table(pages, cards)
+
+
+def test_models_table_reads_the_manifest(tmp_path):
+    """The table follows a manifest: another figure in a copy of the exports shows in the table."""
+    import json
+    import shutil
+
+    for name in docs.MODELS:
+        (tmp_path / name).mkdir()
+        shutil.copy(ROOT / "exports" / name / "manifest.json", tmp_path / name / "manifest.json")
+    manifest = json.loads((tmp_path / "gan" / "manifest.json").read_text())
+    manifest["metrics"]["class_accuracy"] = 0.5
+    (tmp_path / "gan" / "manifest.json").write_text(json.dumps(manifest))
+    table = docs.models_table("docs/models/", "exports/", exports=tmp_path)
+    assert "class accuracy 50.0%" in table and table != docs.models_table("docs/models/", "exports/")
+    page = tmp_path / "page.md"
+    page.write_text("no block here\n")
+    with pytest.raises(ValueError, match="one <!-- models -->"):
+        docs.PAGES[page] = ("", "")
+        try:
+            docs.update(page, exports=tmp_path)
+        finally:
+            del docs.PAGES[page]
+
+
+def build(tmp_path, config=ROOT / "mkdocs.yml"):
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
+                           "--site-dir", str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_site_builds_strict(tmp_path):
+    done = build(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    site = tmp_path / "site"
+    for page in ("index.html", "models/transformer/index.html", "benchmarks/index.html", "api/index.html",
+                 "notebooks/gan/index.html", "exports/wavenet/index.html", "license/index.html"):
+        assert (site / page).exists(), page
+    api = (site / "api" / "index.html").read_text()
+    assert "sample_text" in api and "export_finetuned" in api  # the reference is read from the docstrings
+    card = (site / "models" / "gan" / "index.html").read_text()
+    assert 'href="../../exports/gan/"' in card  # the repository link to the card, rewritten by docs/hooks.py
+    assert not any(site.rglob("*.onnx")) and not any(site.rglob("*.keras"))  # the weights stay out
+
+
+def test_site_refuses_a_page_left_out_of_the_nav(tmp_path):
+    """The strict build is a check: a page that no nav entry names fails it, and so does a broken link.
+    Built from a copy of docs/ beside copies of (or links to) the folders it links in, never the repository's."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "docs", copy / "docs", symlinks=True)  # its relative symlinks lead to copy/...
+    for name in ("benchmarks", "notebooks"):  # small: copied, so that their links back into docs/ stay inside
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("logs"))
+    for name in ("exports", "web"):  # large: linked
+        (copy / name).symlink_to(ROOT / name)
+    config = (ROOT / "mkdocs.yml").read_text().replace("paths: [.]", f"paths: [{ROOT}]")
+    (copy / "mkdocs.yml").write_text(config)
+    assert build(tmp_path, copy / "mkdocs.yml").returncode == 0  # the copy builds as the repository does
+
+    (copy / "docs" / "orphan.md").write_text("# orphan\n")
+    done = build(tmp_path, copy / "mkdocs.yml")
+    assert done.returncode != 0 and "orphan.md" in done.stdout + done.stderr
+    (copy / "docs" / "orphan.md").unlink()
+
+    (copy / "docs" / "gpu.md").write_text((ROOT / "docs" / "gpu.md").read_text() + "\n[gone](no-such-page.md)\n")
+    done = build(tmp_path, copy / "mkdocs.yml")
+    assert done.returncode != 0 and "no-such-page.md" in done.stdout + done.stderr
