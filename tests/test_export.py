@@ -196,21 +196,55 @@ def read_front_matter(card: str) -> dict:
                          ids=lambda p: p.name)
 def test_shipped_cards_carry_hub_front_matter_with_the_manifest_metrics(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
-    meta = read_front_matter((folder / "README.md").read_text())
-    assert meta["license"] == "other" and meta["license_name"] and meta["library_name"] == "keras"
+    card = (folder / "README.md").read_text()
+    meta = read_front_matter(card)
+    assert meta["license"] == "apache-2.0" and meta["library_name"] == "keras"
     assert manifest["model"] in meta["tags"] and "onnx" in meta["tags"]
     assert meta["datasets"] == [manifest["dataset"]["name"]]
-    measured = zexport.card_metrics(manifest)
+    measured = zexport.card.hub_metrics(manifest)
     assert measured and meta["metrics"] == list(measured)
+    assert not {"samples", "classifier_test_accuracy", "test_images", "iwae_k"} & set(meta["metrics"])  # counts
     [result] = meta["model-index"][0]["results"]
     assert result["dataset"]["split"] == "test"
     assert {m["name"]: m["value"] for m in result["metrics"]} == measured  # the very numbers, not rounded
+    conditional = manifest["runtime"].get("conditional")
+    if conditional:  # no hub task is "class -> image": tagged as what it is, not as unconditional
+        assert "pipeline_tag" not in meta and "class-conditional-image-generation" in meta["tags"]
+    elif manifest["runtime"]["kind"].startswith("image"):
+        assert meta["pipeline_tag"] == "unconditional-image-generation"
+    for section in ("## Intended uses and limitations", "## How to use", "## Inputs and outputs", "## Results",
+                    "## Training", "## Files", "## License"):
+        assert section in card, section
+    for spec in manifest["graphs"].values():  # every graph's inputs and outputs, from the manifest
+        for t in spec["inputs"] + spec["outputs"]:
+            assert f"| `{spec['onnx']}` | {'input' if t in spec['inputs'] else 'output'} | `{t['name']}` | {t['dtype']} |" in card
+    from zoo import registry
+
+    summary = registry.get(manifest["model"]).__doc__.strip().split("\n\n")[1]
+    assert summary in card  # the model's summary as written, not flattened into one line
+
+
+def test_card_how_to_use_runs(tmp_path):
+    """The card's plain-onnxruntime snippet is a program that runs, on every shipped export."""
+    import re
+
+    for folder in sorted(p.parent for p in (ROOT / "exports").glob("*/manifest.json")):
+        code = re.findall(r"With plain onnxruntime.*?```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+        assert code, folder.name
+        namespace = {}
+        exec(code[0].replace('"exports/', f'"{ROOT}/exports/'), namespace)
+        assert namespace["outputs"], folder.name
 
 
 def test_a_new_export_card_starts_with_its_front_matter(trained):
     out = trained("gan")["export"]
     manifest = json.loads((out / "manifest.json").read_text())
     meta = read_front_matter((out / "README.md").read_text())
-    assert meta["pipeline_tag"] == "unconditional-image-generation"
+    assert "pipeline_tag" not in meta and "class-conditional-image-generation" in meta["tags"]  # the tiny gan is conditional
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert values == zexport.card_metrics(manifest) and "fid" in values
+    assert values == zexport.card.hub_metrics(manifest) and "fid" in values
+    card = (out / "README.md").read_text()
+    for section in ("## Intended uses and limitations", "## How to use", "## Inputs and outputs", "## Results",
+                    "## Training", "## Files", "## License"):  # the generator writes the whole card
+        assert section in card, section
+    assert "| `generator.onnx` | input | `label` | int32 | [batch] | 0 to 9 |" in card

@@ -14,24 +14,19 @@ class Config:
     val_from: int = 45             # recordings 45..49 of each train speaker and digit: validation
     # Vocoder. With the words in the frames, 128 ms of receptive field is plenty, and 10 layers of
     # 48 channels generate faster than real time on one core (`python -m zoo.bench --models wavenet`).
-    residual_channels: int = 48    # the width every layer keeps. At 32 the vocoder lost words even of the voices it
-                                   # trained on (re-synthesis of their validation clips: 92.4%, 95.6% at 48; the
-                                   # held-out voice 80.8%, 86.2% at 48). Wider costs speed per sample (see the card)
+    residual_channels: int = 48    # the width every layer keeps: at 32 the vocoder loses words (docs/models/wavenet.md)
     skip_channels: int = 96        # the skip projection feeds the head (twice the width, as at 32)
     stacks: int = 1                # one stack of dilations 1, 2, ..., 512: 1,024 samples (128 ms)
     layers_per_stack: int = 10
-    frame_channels: int = 256      # the frame network's width: 64 squeezed 3 x 80 mel values into too few features
-                                   # (4-epoch probes, scripts/records/wavenet_probes.jsonl: re-synthesis 32% at 64,
-    frame_layers: int = 3          # 41-42% at 256; 36-42% with 3 layers, whose validation NLL was lowest). Once a frame,
-                                   # so free per sample. 3 layers of 3-frame convolutions: 7 frames (112 ms) of context
+    frame_channels: int = 256      # the frame network's width: 64 squeezes 3 x 80 mel values into too few features
+    frame_layers: int = 3          # 3-frame convolutions: 7 frames (112 ms) of context, computed once a frame
     clip_length: int = 5120        # samples per training window (40 frames): the whole of 90% of clips
     vocoder_copies: int = 2        # speed- and gain-perturbed copies of each training clip for the vocoder:
                                    # new "voices" (5 speakers are few); an epoch stays one pass of the originals
     mel_noise: float = 0.1         # Gaussian noise on the vocoder's log-mel input in training: the prior's
                                    # frames are not exactly a recording's
     # Prior: a small causal transformer, chosen over a GRU and causal convolutions by measurement
-    # (`scripts/wavenet_probes.py prior`: at half this schedule its frames were heard right 91.5% of
-    # the time through Griffin-Lim, the GRU's 77.5%, the convolutions' 73.5%).
+    # (`scripts/wavenet_probes.py prior`; docs/models/wavenet.md).
     prior_units: int = 128         # the transformer's width (at most 64 frames: a small model is enough)
     prior_blocks: int = 3          # decoder blocks
     prior_heads: int = 4           # attention heads of 32 values each
@@ -40,13 +35,9 @@ class Config:
     prior_dropout: float = 0.5     # training: the prior cannot lean on copying its last input
     mixtures: int = 4              # Gaussian components per frame
     max_frames: int = 64           # 1.02 s: 99.4% of the recordings are shorter
-    prior_batch_size: int = 60     # sequences per step: 12 epochs of 32 left the prior's words unclear (75.5% of its
-                                   # frames heard right through Griffin-Lim; 84% after 3x the sequences); 22 x 60 is
-                                   # about the 14 x 96 of the previous run, whose prior was heard right 88% of the time
+    prior_batch_size: int = 60     # sequences per step: fewer leave the prior's words unclear
     batch_size: int = 8            # vocoder windows per step
-    epochs: int = 22               # the vocoder was undertrained: re-synthesis 32% after 4 epochs, 61% after 14 (probes),
-                                   # 82.4% after 22. 30 epochs (66 min, over the 60-minute aim) lowered its NLL
-                                   # (3.99 -> 3.95 bits) but not re-synthesis (81.8%): scripts/records/wavenet_probes.jsonl
+    epochs: int = 22               # fewer undertrain the vocoder; more lower its NLL but not its re-synthesis
     steps_per_epoch: int = 0       # 0: one pass over the train clips at batch_size
     learning_rate: float = 1e-3    # Adam, cosine-decayed to a tenth over the run
     sample_rate: int = 8000
