@@ -99,7 +99,7 @@ bench: venv
 
 # The documentation site in site/ (mkdocs build --strict: broken links and pages left out of the nav fail)
 docs: venv
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs .pytest_cache site
