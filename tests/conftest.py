@@ -131,7 +131,8 @@ def _notebook_module():
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session):
     """Starts the notebooks of the notebook tests selected, one at a time beside the other tests."""
-    cases = [item.callspec.params["case"] for item in session.items if item.nodeid.startswith(NOTEBOOK_TESTS)]
+    cases = [item.callspec.params["case"] for item in session.items
+             if item.nodeid.startswith(NOTEBOOK_TESTS) and "case" in getattr(getattr(item, "callspec", None), "params", {})]
     if cases and not session.config.option.collectonly and _notebook_module() is not None:
         _notebook_module().start_in_background(cases, shared_tfds())
 

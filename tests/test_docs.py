@@ -1,6 +1,7 @@
 """The documentation: a short README, the models table generated from the manifests, and the
 MkDocs site built with --strict (a broken link or anchor, or a page left out of the navigation, fails)."""
 
+import json
 import os
 import re
 import subprocess
@@ -83,7 +84,7 @@ def test_site_refuses_a_page_left_out_of_the_nav(tmp_path):
 
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "docs", copy / "docs", symlinks=True)  # its relative symlinks lead to copy/...
-    for name in ("benchmarks", "notebooks"):  # small: copied, so that their links back into docs/ stay inside
+    for name in ("benchmarks", "notebooks", "scripts"):  # small: copied, so that their links back into docs/ stay inside
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("logs"))
     for name in ("exports", "web"):  # large: linked
         (copy / name).symlink_to(ROOT / name)
@@ -99,3 +100,20 @@ def test_site_refuses_a_page_left_out_of_the_nav(tmp_path):
     (copy / "docs" / "gpu.md").write_text((ROOT / "docs" / "gpu.md").read_text() + "\n[gone](no-such-page.md)\n")
     done = build(tmp_path, copy / "mkdocs.yml")
     assert done.returncode != 0 and "no-such-page.md" in done.stdout + done.stderr
+
+
+def test_notebooks_table_is_the_records(tmp_path):
+    """notebooks/README.md's table is what `python -m zoo.docs` writes from notebooks/records.jsonl,
+    and the last run of a notebook is the one it shows."""
+    text = (ROOT / "notebooks" / "README.md").read_text()
+    [found] = re.findall(r"<!-- notebooks -->\n(.*?)\n<!-- /notebooks -->", text, flags=re.S)
+    assert found == docs.notebooks_table()
+
+    records = tmp_path / "records.jsonl"
+    run = {"notebook": "gan", "params": {"STEPS": 3000, "BASELINE": True}, "wall_seconds": 1200.0,
+           "before": {"fid": 275.5, "class_accuracy": 0.106}, "after": {"fid": 25.0, "class_accuracy": 0.85},
+           "baseline": {"fid": 40.0, "class_accuracy": 0.8}}
+    records.write_text(json.dumps(dict(run, wall_seconds=60.0)) + "\n" + json.dumps(run) + "\n")
+    table = docs.notebooks_table(records)
+    assert "| [`gan.ipynb`](gan.ipynb) | `STEPS=3000`, `BASELINE=True` | 20.0 min | FID | 275.5 | 25.0 | 40.0 |" in table
+    assert "| class accuracy | 10.6% | 85.0% | 80.0% |" in table and "1.0 min" not in table

@@ -29,7 +29,7 @@ TINY = {  # the longest first (they start in this order)
     "vae": dict(EPOCHS=1, STEPS=2, IWAE_IMAGES=2),
     "wavenet": dict(EPOCHS=1, STEPS=2, EVAL_CLIPS=4),
     "text": dict(MODEL="transformer", EPOCHS=1, STEPS=2),
-    "gan": dict(EPOCHS=1, STEPS=2, EVAL_SAMPLES=200),
+    "gan": dict(STEPS=2, EVAL_SAMPLES=200),
     "text-lstm": dict(MODEL="lstm", EPOCHS=1, STEPS=2),
 }
 MODEL_OF = {"text": "transformer", "text-lstm": "lstm"}
@@ -50,6 +50,8 @@ def run_notebook(case: str, data_dir: str, out: Path, env: dict) -> Path:
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
     params = dict(TINY[case], OUT=str(out), DATA_DIR=str(data_dir))
+    if "RECORD" in parameters(name):  # its run's record beside the export, not in notebooks/records.jsonl
+        params["RECORD"] = str(out.parent / "record.jsonl")
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(
         "\n".join(f"{k} = {v!r}" for k, v in params.items()), metadata={"tags": ["injected-parameters"]}))
     NotebookClient(notebook, timeout=600, kernel_name="python3",
@@ -174,8 +176,10 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
     if not (ROOT / "exports" / model / "model.keras").exists():
         pytest.fail(f"exports/{model} is missing: the notebook has nothing to fine-tune")
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
-        f"{name}.ipynb is committed with outputs"
+    for cell in notebook.cells:  # committed outputs: what a reader needs, no library chatter
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            assert not any(noise in text for noise in CHATTER), f"{name}.ipynb's outputs hold: {text[:300]}"
     if _background is not None and case in _background.done:
         out = _background.result(case)
     else:  # not started with the session (the test was called some other way): run it now
@@ -186,6 +190,54 @@ def test_notebook_runs_and_exports(case, real_tfds, tmp_path):
     assert (out / "README.md").exists()
     if "CARD_PER_LABEL" in TINY[case]:  # the card's grid: this many images per digit
         assert manifest["runtime"]["sample_defaults"]["per_label"] == TINY[case]["CARD_PER_LABEL"]
+    if "RECORD" in parameters(name):  # the run recorded its parameters and figures
+        [record] = [json.loads(line) for line in (out.parent / "record.jsonl").read_text().splitlines()]
+        assert record["notebook"] == name and record["wall_seconds"] > 0
+        assert all(record["params"][k] == v for k, v in TINY[case].items() if k in record["params"])
+        assert record["before"] and record["after"]
+
+
+CHATTER = ("cuInit", "cuda drivers", "WARNING:root", "absl::", "oneDNN custom operations", "UserWarning", "rebuild TensorFlow")
+
+
+def parameters(name: str) -> dict:
+    """The values the `parameters` cell of notebooks/<name>.ipynb assigns (constants only)."""
+    import ast
+
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    [cell] = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+            if isinstance(node, ast.Assign)}
+
+
+def test_notebook_defaults_are_the_recorded_runs():
+    """Each notebook's default parameters are those of its last run in notebooks/records.jsonl, the
+    run the notebooks' README reports (a changed default without a new run fails)."""
+    records = {}
+    for line in (NOTEBOOKS / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        records[record["notebook"]] = record
+    assert "gan" in records
+    for name, record in records.items():
+        defaults = parameters(name)
+        assert {k: defaults[k] for k in record["params"]} == record["params"], name
+
+
+def test_quiet_imports_silences_file_descriptor_2_only_inside():
+    """What a library writes to descriptor 2 inside the block (as TensorFlow's C++ start-up does) is
+    dropped; after it, descriptor 2 works again, and an error inside still raises."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom zoo.quiet import quiet_imports\n"
+            "with quiet_imports():\n    os.write(2, b'chatter\\n')\n"
+            "os.write(2, b'after\\n')\n"
+            "try:\n    with quiet_imports():\n        raise KeyError('inside')\n"
+            "except KeyError:\n    os.write(2, b'raised\\n')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "after\nraised\n", done.stderr
 
 
 if __name__ == "__main__":  # run_notebook_process: python tests/test_notebooks.py CASE DATA_DIR OUT

@@ -1,9 +1,11 @@
-"""The documentation's generated part: the table of models, read from the shipped manifests.
+"""The documentation's generated parts: the table of models, read from the shipped manifests, and
+the table of fine-tuning runs, read from the notebooks' records.
 
-    python -m zoo.docs     # rewrites the <!-- models --> block of README.md and docs/models/index.md
+    python -m zoo.docs     # rewrites the <!-- models --> blocks of README.md and docs/models/index.md
+                           # and the <!-- notebooks --> block of notebooks/README.md
 
-`tests/test_docs.py` fails when a block differs from what the manifests say, so a re-trained model's
-figures reach both pages by running this once. Needs only the standard library.
+`tests/test_docs.py` fails when a block differs from what the manifests or records say, so a
+re-trained model's figures reach the pages by running this once. Needs only the standard library.
 """
 
 import json
@@ -54,22 +56,75 @@ def models_table(pages: str, cards: str, exports=ROOT / "exports") -> str:
     return "\n".join(lines)
 
 
-def update(path: Path, exports=ROOT / "exports") -> bool:
-    """Rewrite the `<!-- models -->` ... `<!-- /models -->` block of `path`; True when it changed."""
-    pages, cards = PAGES[Path(path)]
+def rewrite_block(path: Path, name: str, table: str) -> bool:
+    """Put `table` between the `<!-- name -->` and `<!-- /name -->` lines of `path`; True when it changed."""
     text = Path(path).read_text()
-    block = f"<!-- models -->\n{models_table(pages, cards, exports)}\n<!-- /models -->"
-    new, count = re.subn(r"<!-- models -->\n.*?<!-- /models -->", lambda _: block, text, flags=re.S)
+    block = f"<!-- {name} -->\n{table}\n<!-- /{name} -->"
+    new, count = re.subn(rf"<!-- {name} -->\n.*?<!-- /{name} -->", lambda _: block, text, flags=re.S)
     if count != 1:
-        raise ValueError(f"{path}: expected one <!-- models --> ... <!-- /models --> block, found {count}")
+        raise ValueError(f"{path}: expected one <!-- {name} --> ... <!-- /{name} --> block, found {count}")
     if new != text:
         Path(path).write_text(new)
     return new != text
 
 
+def update(path: Path, exports=ROOT / "exports") -> bool:
+    """Rewrite the `<!-- models -->` block of `path` (README.md or docs/models/index.md)."""
+    pages, cards = PAGES[Path(path)]
+    return rewrite_block(path, "models", models_table(pages, cards, exports))
+
+
+NOTEBOOKS = ROOT / "notebooks"
+# Each notebook's figures: (key in its record's before / after / baseline, name, format); None: the
+# figure itself (a number), an int: that item of a list.
+FIGURES = {
+    "text": [(None, "held-out nats/char", "{:.3f}")],
+    "gan": [("fid", "FID", "{:.1f}"), ("class_accuracy", "class accuracy", "{:.1%}")],
+    "vae": [("test_negative_elbo", "negative ELBO", "{:.2f}"), ("test_nll_iwae", "IWAE NLL", "{:.2f}"),
+            ("fid", "FID", "{:.1f}")],
+    "pixelcnn": [(None, "exact NLL, nats", "{:.2f}")],
+    "wavenet": [(0, "bits/sample", "{:.3f}"), (1, "prior loss", "{:.3f}")],
+    "diffusion": [("fid", "FID", "{:.1f}"), ("class_accuracy", "class accuracy", "{:.1%}")],
+}
+
+
+def last_runs(records=NOTEBOOKS / "records.jsonl") -> dict:
+    """{notebook: its last recorded run}."""
+    runs = {}
+    for line in Path(records).read_text().splitlines() if Path(records).exists() else []:
+        record = json.loads(line)
+        runs[record["notebook"]] = record
+    return runs
+
+
+def notebooks_table(records=NOTEBOOKS / "records.jsonl") -> str:
+    """The markdown table of each notebook's last recorded run: its parameters, wall time and figures."""
+    lines = ["| notebook | parameters (its defaults) | wall time (2 CPU cores) | figure | before | after | from scratch, same budget |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for name, run in last_runs(records).items():
+        params = ", ".join(f"`{k}={v!r}`" if isinstance(v, str) else f"`{k}={v}`" for k, v in run["params"].items())
+        for i, (key, label, fmt) in enumerate(FIGURES[name]):
+            def figure(which):
+                value = run.get(which)
+                if value is None:
+                    return "not in this notebook"
+                return fmt.format(value if key is None else value[key])
+            first = (f"[`{name}.ipynb`]({name}.ipynb)", params, f"{run['wall_seconds'] / 60:.1f} min") if i == 0 \
+                else ("", "", "")
+            lines.append("| " + " | ".join([*first, label, figure("before"), figure("after"), figure("baseline")]) + " |")
+    return "\n".join(lines)
+
+
+def update_notebooks(path=NOTEBOOKS / "README.md", records=NOTEBOOKS / "records.jsonl") -> bool:
+    """Rewrite the `<!-- notebooks -->` block of the notebooks' README from their records."""
+    return rewrite_block(path, "notebooks", notebooks_table(records))
+
+
 def main(argv=None):
     for path in PAGES:
         print(f"{path.relative_to(ROOT)}: {'rewritten' if update(path) else 'already matches'} the manifests")
+    changed = update_notebooks()
+    print(f"notebooks/README.md: {'rewritten' if changed else 'already matches'} the records")
 
 
 if __name__ == "__main__":

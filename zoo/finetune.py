@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import keras
@@ -78,3 +79,27 @@ def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs
     write_json(run_dir / "run.json", run)
     write_json(run_dir / "metrics.json", metrics)
     return export(name, run_dir, out_dir, sample_defaults=sample_defaults)
+
+
+def _plain(value):
+    """numpy scalars and arrays as JSON numbers and lists."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def record_run(path, notebook: str, params: dict, wall_seconds: float, **figures) -> dict:
+    """Append one JSON line to `path` (None: nothing): the notebook, its parameters, the wall time of
+    the whole run, the machine, and `figures` (before / after / baseline metrics, training seconds).
+    The notebooks' README table is made from these lines, and a test checks that each notebook's
+    defaults are the parameters of its last recorded run."""
+    import tensorflow as tf
+
+    from zoo.train import package_versions
+
+    record = {"notebook": notebook, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "params": params, "wall_seconds": round(wall_seconds, 1),
+              "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+              **figures, "versions": package_versions()}
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record, default=_plain) + "\n")
+    return record
