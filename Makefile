@@ -25,7 +25,7 @@ endif
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"  # 77: the SPDX license field (tests build the wheel without isolation)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
