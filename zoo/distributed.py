@@ -272,8 +272,8 @@ def build_optimizers(model):
     from zoo.train import optimizers
 
     pairs = optimizers(model)
-    if getattr(model, "optimizer", None) is not None:  # the GAN's compiled default too, as fit builds it
-        pairs.append((model.optimizer, model.trainable_variables))
+    if getattr(model, "optimizer", None) is not None and all(o is not model.optimizer for o, _ in pairs):
+        pairs.append((model.optimizer, model.trainable_variables))  # the GAN's compiled default, as fit builds it
     for optimizer, variables in pairs:
         if not optimizer.built:
             optimizer.build(variables)

@@ -51,12 +51,22 @@ def random_rows(sample, rows, step, site: int):
     process would, not R copies of one; a resumed run draws what an uninterrupted one would have."""
     run_seed = tf.compat.v1.random.get_seed(None)[0] or 0
     seed = tf.stack([tf.constant(run_seed, tf.int64), tf.cast(step, tf.int64) * SITES + site])
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
+    context, replicas = _replicas()
     if replicas == 1:
         return sample(rows, seed)
+    return _own_rows(sample(rows * replicas, seed), rows, context)
+
+
+def _replicas():
+    """(the replica context or None, the number of replicas in sync): 1 outside any strategy."""
+    context = tf.distribute.get_replica_context()
+    return context, context.num_replicas_in_sync if context is not None else 1
+
+
+def _own_rows(values, rows, context):
+    """This replica's `rows` rows of values drawn for the whole global batch."""
     first = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
-    return sample(rows * replicas, seed)[first : first + rows]
+    return values[first : first + rows]
 
 
 def global_mean(total, count):
@@ -67,8 +77,7 @@ def global_mean(total, count):
     every replica, as on one device; the replicas' own means would weigh a replica with few real rows
     as much as one with many. `weight` (the count each replica stands for) is the sample weight that
     makes a keras.metrics.Mean of the shares that same mean. With one replica: (total / count, count)."""
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
+    context, replicas = _replicas()
     if replicas > 1:
         count = context.all_reduce("SUM", count) / replicas
     return total / tf.maximum(count, 1.0 / replicas), count
@@ -84,12 +93,10 @@ class Dropout(keras.layers.Dropout):
     In one process it is Keras's."""
 
     def call(self, inputs, training=False):
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
+        context, replicas = _replicas()
         if replicas == 1 or not training or self.rate == 0 or self.noise_shape is not None:
             return super().call(inputs, training=training)
         rows = tf.shape(inputs)[0]
         ones = tf.ones(tf.concat([[rows * replicas], tf.shape(inputs)[1:]], 0), inputs.dtype)
         mask = keras.random.dropout(ones, self.rate, seed=self.seed_generator)  # 0 or 1 / (1 - rate)
-        first = tf.cast(context.replica_id_in_sync_group, tf.int32) * rows
-        return inputs * mask[first : first + rows]
+        return inputs * _own_rows(mask, rows, context)
