@@ -117,3 +117,18 @@ def test_notebooks_table_is_the_records(tmp_path):
     table = docs.notebooks_table(records)
     assert "| [`gan.ipynb`](gan.ipynb) | `STEPS=3000`, `BASELINE=True` | 20.0 min | FID | 275.5 | 25.0 | 40.0 |" in table
     assert "| class accuracy | 10.6% | 85.0% | 80.0% |" in table and "1.0 min" not in table
+
+
+def test_serving_table_is_the_load_record(tmp_path):
+    """docs/serving.md's load table is the one `make bench-serve` wrote to benchmarks/serve.md, and a
+    re-measured record reaches the page through `python -m zoo.docs`."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    [found] = re.findall(r"<!-- serve -->\n(.*?)\n<!-- /serve -->", text, flags=re.S)
+    assert found == docs.serve_table() and found.count("\n") >= 13  # header, rule, 12 rows
+
+    record, page = tmp_path / "serve.md", tmp_path / "serving.md"
+    record.write_text("# load\n\n| target | clients | one process |\n|---|---|---|\n| gan | 1 | 9.0/s |\n\nAfter.\n")
+    page.write_text("Before.\n\n<!-- serve -->\n| old |\n<!-- /serve -->\n\nAfter.\n")
+    assert docs.update_serving(page, record) and not docs.update_serving(page, record)
+    assert page.read_text() == ("Before.\n\n<!-- serve -->\n| target | clients | one process |\n|---|---|---|\n"
+                                "| gan | 1 | 9.0/s |\n<!-- /serve -->\n\nAfter.\n")

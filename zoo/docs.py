@@ -1,8 +1,10 @@
-"""The documentation's generated parts: the table of models, read from the shipped manifests, and
-the table of fine-tuning runs, read from the notebooks' records.
+"""The documentation's generated parts: the table of models, read from the shipped manifests, the
+table of fine-tuning runs, read from the notebooks' records, and the serving page's load table, read
+from `make bench-serve`'s record.
 
-    python -m zoo.docs     # rewrites the <!-- models --> blocks of README.md and docs/models/index.md
-                           # and the <!-- notebooks --> block of notebooks/README.md
+    python -m zoo.docs     # rewrites the <!-- models --> blocks of README.md and docs/models/index.md,
+                           # the <!-- notebooks --> block of notebooks/README.md
+                           # and the <!-- serve --> block of docs/serving.md
 
 `tests/test_docs.py` fails when a block differs from what the manifests or records say, so a
 re-trained model's figures reach the pages by running this once. Needs only the standard library.
@@ -120,11 +122,34 @@ def update_notebooks(path=NOTEBOOKS / "README.md", records=NOTEBOOKS / "records.
     return rewrite_block(path, "notebooks", notebooks_table(records))
 
 
+SERVE_RECORD = ROOT / "benchmarks" / "serve.md"
+
+
+def serve_table(record=SERVE_RECORD) -> str:
+    """The load table of `make bench-serve`'s record (benchmarks/serve.md): its lines from the header
+    row through the last row."""
+    lines = Path(record).read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| target |")), None)
+    if start is None:
+        raise ValueError(f"{record}: no table whose header starts with '| target |'")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def update_serving(path=ROOT / "docs" / "serving.md", record=SERVE_RECORD) -> bool:
+    """Rewrite the `<!-- serve -->` block of the serving page from the load record."""
+    return rewrite_block(path, "serve", serve_table(record))
+
+
 def main(argv=None):
     for path in PAGES:
         print(f"{path.relative_to(ROOT)}: {'rewritten' if update(path) else 'already matches'} the manifests")
     changed = update_notebooks()
     print(f"notebooks/README.md: {'rewritten' if changed else 'already matches'} the records")
+    changed = update_serving()
+    print(f"docs/serving.md: {'rewritten' if changed else 'already matches'} benchmarks/serve.md")
 
 
 if __name__ == "__main__":
