@@ -85,7 +85,7 @@ FIGURES = {
     "vae": [("test_negative_elbo", "negative ELBO", "{:.2f}"), ("test_nll_iwae", "IWAE NLL", "{:.2f}"),
             ("fid", "FID", "{:.1f}")],
     "pixelcnn": [(None, "exact NLL, nats", "{:.2f}")],
-    "wavenet": [(0, "bits/sample", "{:.3f}"), (1, "prior loss", "{:.3f}")],
+    "wavenet": [(0, "bits/sample", "{:.3f}"), (1, "prior loss", "{:.3f}"), (2, "re-synthesis heard right", "{:.1%}")],
     "diffusion": [("fid", "FID", "{:.1f}"), ("class_accuracy", "class accuracy", "{:.1%}")],
 }
 
@@ -110,6 +110,8 @@ def notebooks_table(records=NOTEBOOKS / "records.jsonl") -> str:
                 value = run.get(which)
                 if value is None:
                     return "not in this notebook"
+                if isinstance(key, int) and key >= len(value):
+                    return "not measured"
                 return fmt.format(value if key is None else value[key])
             first = (f"[`{name}.ipynb`]({name}.ipynb)", params, f"{run['wall_seconds'] / 60:.1f} min") if i == 0 \
                 else ("", "", "")
