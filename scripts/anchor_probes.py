@@ -16,46 +16,38 @@ test metrics.
 """
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def history(run_dir: Path) -> dict:
     """Epochs, summed epoch seconds and the best validation loss of a run's `history.csv`."""
-    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    from zoo.files import read_history
+
+    rows = read_history(run_dir / "history.csv")
     if not rows:
         raise SystemExit(f"error: {run_dir / 'history.csv'} has no epochs")
     out = {"epochs_completed": len(rows),
-           "train_minutes": round(sum(float(r["epoch_seconds"]) for r in rows) / 60, 2),
-           "final_loss": float(rows[-1]["loss"])}
+           "train_minutes": round(sum(r["epoch_seconds"] for r in rows) / 60, 2),
+           "final_loss": rows[-1]["loss"]}
     if "val_loss" in rows[0]:
-        best = min(range(len(rows)), key=lambda i: float(rows[i]["val_loss"]))
-        out.update(best_val_loss=float(rows[best]["val_loss"]), best_epoch=best + 1,
-                   final_val_loss=float(rows[-1]["val_loss"]))
+        best = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
+        out.update(best_val_loss=rows[best]["val_loss"], best_epoch=best + 1, final_val_loss=rows[-1]["val_loss"])
     return out
 
 
 def record(model: str, run_dir: Path, export: Path | None, note: str) -> dict:
     from zoo import registry
+    from zoo.runtime.core import cpu_features
 
+    if not (run_dir / "config.json").exists():
+        raise SystemExit(f"error: {run_dir} holds no config.json: not a training run's folder")
     config = json.loads((run_dir / "config.json").read_text())
     manifest_path = (export or run_dir / "export") / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
@@ -68,7 +60,7 @@ def record(model: str, run_dir: Path, export: Path | None, note: str) -> dict:
         "config": config,
         **history(run_dir),
         "metrics": manifest["metrics"] if manifest else None,
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count()},
+        "machine": {"cpu": cpu_features()["cpu"], "cpus": os.cpu_count()},
         "note": note,
     }
 

@@ -38,9 +38,11 @@ def test_a_run_is_recorded_with_what_it_changed_its_epochs_and_test_metrics(tmp_
     assert second["note"] == "" and second["config"] == first["config"]
 
 
-def test_a_run_without_an_export_has_no_metrics_and_an_empty_history_is_refused(tmp_path):
+def test_a_run_without_an_export_has_no_metrics_and_an_empty_history_or_a_folder_that_is_no_run_is_refused(tmp_path):
     record = probes.record("transformer", run_dir(tmp_path / "run", export=False), None, "")
     assert record["metrics"] is None and record["epochs_completed"] == 3
     (tmp_path / "run" / "history.csv").write_text("epoch,epoch_seconds,loss,val_loss\n")
     with pytest.raises(SystemExit, match="no epochs"):
         probes.record("transformer", tmp_path / "run", None, "")
+    with pytest.raises(SystemExit, match="holds no config.json"):
+        probes.record("transformer", tmp_path / "elsewhere", None, "")

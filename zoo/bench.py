@@ -43,7 +43,7 @@ import numpy as np
 
 from zoo.runtime import load, sample_logits, sample_text
 from zoo.runtime.text import cache_names, release_decoders
-from zoo.runtime.core import Progress
+from zoo.runtime.core import Progress, cpu_features
 from zoo.files import write_json
 
 # Seconds of rest before each timed run of alternated loops: ONNX Runtime's worker threads spin a
@@ -448,15 +448,8 @@ TABLES = {
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
+    return {"cpus": os.cpu_count(), "cpu": cpu_features()["cpu"], "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 def timed_files_sha256(manifest: dict) -> str:

@@ -1,6 +1,7 @@
 """Files written whole or not at all: no TensorFlow here (training, evaluation, export and the
 benchmarks share it)."""
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -17,3 +18,13 @@ def write_json(path, value, indent=2) -> Path:
     finally:
         tmp.unlink(missing_ok=True)  # only when the write itself failed
     return path
+
+
+def read_history(path) -> list:
+    """The rows of a run's history.csv as {column: float}, one per epoch ([] when there is none)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        # CSVLogger writes "NA" for a value an epoch did not log (e.g. no validation batches)
+        return [{k: float(v) for k, v in row.items() if v not in ("", "NA")} for row in csv.DictReader(f)]

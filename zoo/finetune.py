@@ -11,7 +11,6 @@ parity check, manifest and model card as a trained one.
 
 import dataclasses
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,10 +49,8 @@ def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs
                      command: str = "", split_sizes=None, sample_defaults=None) -> Path:
     """Save `model` as a run (config `cfg`, measured `metrics`) and export it to `out_dir`
     (`sample_defaults`: zoo.export.export's)."""
-    import tensorflow as tf
-
     from zoo.export import export
-    from zoo.train import package_versions
+    from zoo.train import machine, package_versions
 
     out_dir = Path(out_dir)
     run_dir = out_dir.parent / f"{out_dir.name}-run"
@@ -72,7 +69,7 @@ def export_finetuned(name, model, cfg, out_dir, metrics: dict, note: str, epochs
         "train_seconds": train_seconds,
         "resumed": False,
         "command": command or f"notebooks ({name})",
-        "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+        "machine": machine(),
         "note": note,
         "versions": package_versions(),
     }
@@ -91,13 +88,11 @@ def record_run(path, notebook: str, params: dict, wall_seconds: float, **figures
     the whole run, the machine, and `figures` (before / after / baseline metrics, training seconds).
     The notebooks' README table is made from these lines, and a test checks that each notebook's
     defaults are the parameters of its last recorded run."""
-    import tensorflow as tf
-
-    from zoo.train import package_versions
+    from zoo.train import machine, package_versions
 
     record = {"notebook": notebook, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "params": params, "wall_seconds": round(wall_seconds, 1),
-              "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+              "machine": machine(),
               **figures, "versions": package_versions()}
     if path is not None:
         with open(path, "a") as f:

@@ -12,7 +12,6 @@ A run directory (default `runs/<model>/<preset>/`) holds:
   metrics.json   the last test-split evaluation (zoo/evaluate.py); metrics-history.jsonl those before it
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -25,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.files import write_json
+from zoo.files import read_history, write_json
 from zoo.models import load_model
 
 BACKUP_SECONDS = float(os.environ.get("ZOO_BACKUP_SECONDS", 120))  # a kill loses at most about this much
@@ -112,12 +111,9 @@ def _truncate_history(path: Path, epochs: int):
         path.write_text("".join(lines[: 1 + epochs]) if epochs else "")
 
 
-def read_history(path: Path) -> list:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        # CSVLogger writes "NA" for a value an epoch did not log (e.g. no validation batches)
-        return [{k: float(v) for k, v in row.items() if v not in ("", "NA")} for row in csv.DictReader(f)]
+def machine() -> dict:
+    """The CPU and GPU counts a run was made on, as run.json and the notebooks' records give them."""
+    return {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
 def package_versions() -> dict:
@@ -280,7 +276,7 @@ def finish_run(name, cfg, preset_name, run_dir, split_sizes, strategy, resumed, 
         "process_seconds": process_seconds,
         "resumed": resumed,
         "command": os.environ.get("ZOO_COMMAND") or " ".join(["python -m zoo"] + sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+        "machine": machine(),
         "versions": package_versions(),
     }
     write_json(run_dir / "run.json", run)  # whole or absent: its presence marks the run finished
