@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT
 from zoo.config import UsageError
-from zoo.distributed import read_cluster
+from zoo.distributed import STATUS, common_place, read_cluster
 
 TRAIN = """
 import sys
@@ -233,21 +233,43 @@ def test_a_killed_worker_stops_the_others_in_one_line_and_all_resume_from_the_ba
         assert code == 1
         assert last_line(err).startswith("error: worker 0: lost the cluster at epoch 2") and \
             "(worker 1 stopped answering)" in last_line(err) and "Traceback" not in err, err[-3000:]
-        chief_state = json.loads((run / "backup" / "state.json").read_text())
-        worker_state = json.loads((tmp_path / "run.worker-1" / "backup" / "state.json").read_text())
+        from zoo.train import Backup
 
-        # The timed backups were taken at the same steps: both resume from one place.
-        assert (chief_state["epoch"], chief_state["step"]) == (worker_state["epoch"], worker_state["step"])
+        held = [Backup.places(run / "backup"), Backup.places(tmp_path / "run.worker-1" / "backup")]
+        if held[1][0] == held[0][0] and len(held[1]) == 2:  # as if killed while saving its newest backup
+            Backup.roll_back(tmp_path / "run.worker-1" / "backup")
+            held[1] = held[1][1:]
+        # The timed backups were taken at the same steps; worker 1, killed while saving one, holds the
+        # one before it, which the chief keeps too: both resume from the newest they share.
+        epoch, step = max(set(held[0]) & set(held[1]))
+        assert held[0][0] != (epoch, step)
+        assert epoch >= 1, held
         results = workers.start().wait()
     for i, (code, out, err) in enumerate(results):
         assert code == 0, f"worker {i}: {err[-3000:]}"
-        assert (f"after {chief_state['epoch']} completed epoch(s) and {chief_state['step']} step(s) of the next"
-                in out)
+        assert f"after {epoch} completed epoch(s)" + (f" and {step} step(s) of the next" if step else "") in out
     info = json.loads((run / "run.json").read_text())
     assert info["resumed"] and info["epochs_completed"] == 3
     assert info["optimizer_steps"] == 3 * 300  # the steps after the backup were redone; none skipped or doubled
     assert [int(r["epoch"]) for r in history(run)] == [0, 1, 2]
     assert not (run / "backup").exists() and not (tmp_path / "run.worker-1").exists()
+
+
+def row(status, place=(-1, -1), previous=(-1, -1)):
+    return [7, STATUS[status], *place, *previous]
+
+
+@pytest.mark.parametrize("rows, place", [
+    ([row("new"), row("new")], (-1, -1)),
+    ([row("resume", (1, 18), (1, 0)), row("resume", (1, 18), (1, 0))], (1, 18)),
+    # worker 1 killed while the chief saved (1, 18) and before it did: both go back to (1, 0)
+    ([row("resume", (1, 18), (1, 0)), row("resume", (1, 0), (0, 40))], (1, 0)),
+    ([row("resume", (0, 40)), row("resume", (1, 0), (0, 40))], (0, 40)),
+    ([row("resume", (2, 0), (1, 5)), row("resume", (1, 0), (0, 40))], None),
+    ([row("resume", (0, 3)), row("new")], None),
+])
+def test_workers_resume_from_the_newest_backup_they_all_hold(rows, place):
+    assert common_place(rows) == place
 
 
 def test_workers_started_with_other_settings_stop_in_one_line(tmp_path):

@@ -114,6 +114,36 @@ def test_a_run_killed_mid_epoch_resumes_at_its_step(tmp_path, mock_tfds, capsys,
     assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [0, 1, 2]
 
 
+def test_a_kill_while_saving_a_backup_leaves_the_one_before_it_to_resume_from(tmp_path, monkeypatch):
+    from zoo.train import Backup
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = Backup(tmp_path)
+    backup.set_model(model)
+    first = [w.copy() for w in model.get_weights()]
+    backup.save(1, 0, 0.0)
+    model.set_weights([w + 1 for w in first])
+    backup.save(1, 5, 2.0)
+    assert Backup.places(tmp_path) == [(1, 5), (1, 0)]
+
+    def killed(*args, **kwargs):  # the weights file is half written when the process dies
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(model, "save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backup.save(1, 9, 3.0)
+    assert Backup.places(tmp_path) == [(1, 5), (1, 0)]  # both whole, neither named for weights not saved
+    assert sorted(p.name for p in tmp_path.glob("*.weights.h5")) == ["epoch1-step0.weights.h5",
+                                                                     "epoch1-step5.weights.h5"]
+    # A worker of a cluster whose peer holds only (1, 0) goes back to it, with its weights.
+    Backup.roll_back(tmp_path)
+    assert Backup.places(tmp_path) == [(1, 0)]
+    model.set_weights([w * 0 for w in first])
+    backup.on_train_begin()
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), first))
+
+
 def test_resuming_with_another_config_is_refused(tmp_path, mock_tfds):
     from zoo.config import UsageError
 

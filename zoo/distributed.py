@@ -122,16 +122,26 @@ def start():
     context.context().coordination_service.cluster_register_with_barrier = True  # the leader waits no longer
     tf.get_logger().setLevel("CRITICAL")  # a lost peer is said in one line, by train()
     peers = ", ".join(a for i, a in enumerate(cluster.workers) if i != cluster.index) or "none"
-    # The strategy waits in TensorFlow's C++ until every worker is there, whatever the register
-    # timeout says; a watchdog ends the process with one line when they are not there in time.
     late = (f"error: worker {cluster.index} of {len(cluster.workers)}: the other workers ({peers}) were not all up "
             f"within {wait:g} s ($ZOO_CLUSTER_TIMEOUT): start every worker, each with the same TF_CONFIG cluster "
             "and its own index")
-    watchdog = threading.Timer(wait, lambda: (print(late, file=sys.stderr, flush=True), os._exit(1)))
+    said = threading.Lock()
+
+    def give_up():  # one line, once, whichever of the two below comes first
+        if said.acquire(blocking=False):
+            os.write(2, (late + "\n").encode())
+            os._exit(1)
+        time.sleep(60)  # the other one is ending the process
+
+    # TensorFlow gives up after `wait` seconds with DeadlineExceeded (on the leader and the others
+    # alike), holding the interpreter meanwhile; the watchdog says the same should it not return.
+    watchdog = threading.Timer(wait, give_up)
     watchdog.daemon = True
     watchdog.start()
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.DeadlineExceededError:
+        give_up()
     except (RuntimeError, tf.errors.OpError) as e:
         raise ZooError(f"worker {cluster.index} at {cluster.workers[cluster.index]}: the cluster could not start: "
                        f"{first_line(e)}") from None
@@ -182,6 +192,19 @@ def gather(strategy, cluster: Cluster, values: list) -> list:
 STATUS = {"new": 0, "resume": 1, "finished": 2}
 
 
+def common_place(table):
+    """Where every worker can resume from, given each one's [_, status, epoch, step, previous epoch,
+    previous step] (-1: no backup): the newest backup all of them hold, (-1, -1) when none has one,
+    None when they have nothing in common. A worker killed while the others saved a backup has only
+    the one before it, which they keep too."""
+    if all(row[1] != STATUS["resume"] for row in table):
+        return (-1, -1) if len({row[1] for row in table}) == 1 else None
+    if any(row[1] != STATUS["resume"] for row in table):
+        return None
+    held = [{tuple(row[2:4]), tuple(row[4:6])} - {(-1, -1)} for row in table]
+    return max(set.intersection(*held), default=None)
+
+
 def worker_dir(run_dir: Path, cluster: Cluster) -> Path:
     """The folder a worker writes: the run folder for the chief, RUN_DIR.worker-i for worker i."""
     return run_dir if cluster.chief else run_dir.with_name(f"{run_dir.name}.worker-{cluster.index}")
@@ -202,9 +225,11 @@ def train(name, cfg, preset_name, run_dir, cluster, strategy, data_dir=None, fre
     own = worker_dir(run_dir, cluster)
     config = dataclasses.asdict(cfg)
     status = prepare_run_dir(own, config, fresh, registry.hook(module, "EVAL_KEYS", ()))
-    state = Backup.state(own / "backup") or {"epoch": 0, "step": 0, "seconds": 0.0}
     trained = {k: v for k, v in config.items() if k not in registry.hook(module, "EVAL_KEYS", ())}
-    mine = [fingerprint(name, preset_name, trained, workers), STATUS[status], state["epoch"], state["step"]]
+    places = Backup.places(own / "backup") if status == "resume" else []
+    mine = [fingerprint(name, preset_name, trained, workers), STATUS[status]]
+    for place in (places + [(-1, -1)] * 2)[:2]:  # the backup and the one before it; -1: none
+        mine += place
     try:
         table = gather(strategy, cluster, mine)
     except Exception as e:  # noqa: BLE001 - any failure of the first collective is the cluster's
@@ -220,11 +245,15 @@ def train(name, cfg, preset_name, run_dir, cluster, strategy, data_dir=None, fre
         print(f"{run_dir} holds a finished run (run.json): nothing to train; add --fresh on every worker to train "
               "again (the finished run is kept beside it), or --run-dir for another folder")
         return None
-    if any(row[1:] != table[0][1:] for row in table):
+    place = common_place(table)
+    if place is None:
         said = "; ".join(f"worker {i}: " + (f"epoch {r[2]} step {r[3]}" if r[1] == STATUS["resume"] else "none")
                          for i, r in enumerate(table))
         raise ZooError(f"the workers' backups do not match ({said}): start every worker with --fresh to train "
                        "afresh (the earlier folders are kept beside the new ones)")
+    if place != (-1, -1) and Backup.places(own / "backup")[0] != place:
+        Backup.roll_back(own / "backup")  # another worker was killed before it saved the newer backup
+    state = Backup.state(own / "backup") or {"epoch": 0, "step": 0, "seconds": 0.0}
 
     monitor = monitor_of(module)
     best = continue_history(own, name, monitor, status, state)

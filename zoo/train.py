@@ -33,10 +33,13 @@ NOT_RESUMED = {"step": 0, "seconds": 0.0}
 
 class Backup(keras.callbacks.Callback):
     """Keras's BackupAndRestore, but every `seconds` of training as well as at each epoch's end, and
-    written atomically (a kill while saving leaves the previous backup whole).
+    written so that a kill while saving leaves the previous backup whole.
 
-    `state.json` says where it stands: {"epoch": epochs completed, "step": steps done in the next
-    one}. `train` resumes mid-epoch by first running the rest of that epoch.
+    `state.json` says where it stands: {"epoch": epochs completed, "step": steps done in the next one,
+    "weights": its weights file, "previous": the backup before it, whose weights are kept too}. Each
+    backup's weights go to a file of their own before state.json names them. `train` resumes mid-epoch
+    by first running the rest of that epoch; workers of a cluster killed while some of them were saving
+    go back to the previous backup together (`roll_back`).
     """
 
     def __init__(self, folder, seconds=BACKUP_SECONDS):
@@ -50,12 +53,25 @@ class Backup(keras.callbacks.Callback):
         path = Path(folder) / "state.json"
         return json.loads(path.read_text()) if path.exists() else None
 
+    @staticmethod
+    def places(folder) -> list:
+        """(epoch, step) of the backup and of the one before it, when there is one: where a run can resume."""
+        state = Backup.state(folder)
+        chain = [state, state.get("previous")] if state else []
+        return [(s["epoch"], s["step"]) for s in chain if s]
+
+    @staticmethod
+    def roll_back(folder):
+        """Make the previous backup the one to resume from."""
+        state = Backup.state(folder)
+        write_json(Path(folder) / "state.json", dict(state["previous"], previous=None))
+
     def on_train_begin(self, logs=None):
         state = self.state(self.folder)
         if state is not None:
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(self.folder / "latest.weights.h5")
+            self.model.load_weights(self.folder / state.get("weights", "latest.weights.h5"))
         self._last = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -73,10 +89,19 @@ class Backup(keras.callbacks.Callback):
     def save(self, epoch, step, seconds):
         """`seconds`: the training time of the `step` steps done in epoch `epoch` so far."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{epoch}-step{step}.weights.h5"
         tmp = self.folder / "saving.weights.h5"
         self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.folder / "latest.weights.h5")
-        write_json(self.folder / "state.json", {"epoch": epoch, "step": step, "seconds": seconds})
+        os.replace(tmp, self.folder / name)
+        current = self.state(self.folder)
+        previous = current if current and current.get("weights") != name else (current or {}).get("previous")
+        if previous:
+            previous = dict(previous, previous=None)
+        write_json(self.folder / "state.json",
+                   {"epoch": epoch, "step": step, "seconds": seconds, "weights": name, "previous": previous})
+        for path in self.folder.glob("*.weights.h5"):  # the two backups' weights are all that is kept
+            if path.name not in (name, (previous or {}).get("weights")):
+                path.unlink(missing_ok=True)
         self._last = time.monotonic()
 
 
