@@ -119,6 +119,26 @@ def test_notebooks_table_is_the_records(tmp_path):
     assert "| class accuracy | 10.6% | 85.0% | 80.0% |" in table and "1.0 min" not in table
 
 
+def test_references_table_sets_the_full_runs_beside_the_notebooks(tmp_path):
+    """The `<!-- references -->` block is written from notebooks/references.jsonl; a full run's
+    figures stand beside the notebook's last fine-tuned ones, with their ratio."""
+    text = (ROOT / "notebooks" / "README.md").read_text()
+    [found] = re.findall(r"<!-- references -->\n(.*?)\n<!-- /references -->", text, flags=re.S)
+    assert found == docs.references_table()
+
+    records, references = tmp_path / "records.jsonl", tmp_path / "references.jsonl"
+    records.write_text(json.dumps({"notebook": "pixelcnn", "params": {}, "wall_seconds": 60.0, "before": 354.4,
+                                   "after": 99.0}) + "\n")
+    full = {"notebook": "pixelcnn", "command": "make train-pixelcnn", "epochs_completed": 4,
+            "train_seconds": 2100.0, "reference": 90.0}
+    references.write_text(json.dumps(dict(full, reference=95.0)) + "\n" + json.dumps(full) + "\n")
+    table = docs.references_table(records, references)
+    assert ("| [`pixelcnn.ipynb`](pixelcnn.ipynb) | `make train-pixelcnn`, 4 epochs, 35 min | exact NLL, nats | "
+            "90.00 | 99.00 | 1.100 |") in table and "95.00" not in table
+    records.write_text("")
+    assert "| 90.00 | not run |  |" in docs.references_table(records, references)
+
+
 def test_serving_table_is_the_load_record(tmp_path):
     """docs/serving.md's load table is the one `make bench-serve` wrote to benchmarks/serve.md, and a
     re-measured record reaches the page through `python -m zoo.docs`."""

@@ -119,9 +119,33 @@ def notebooks_table(records=NOTEBOOKS / "records.jsonl") -> str:
     return "\n".join(lines)
 
 
-def update_notebooks(path=NOTEBOOKS / "README.md", records=NOTEBOOKS / "records.jsonl") -> bool:
-    """Rewrite the `<!-- notebooks -->` block of the notebooks' README from their records."""
-    return rewrite_block(path, "notebooks", notebooks_table(records))
+def references_table(records=NOTEBOOKS / "records.jsonl", references=NOTEBOOKS / "references.jsonl") -> str:
+    """The markdown table of the full runs on the notebooks' new data (scripts/reference_runs.py's
+    records, the last of each notebook) against each notebook's last fine-tuned figures: how far the
+    notebook's budget gets towards the whole `make train` run (lower is better for every figure)."""
+    lines = ["| notebook | full run (2 CPU cores) | figure | full run | fine-tuned | fine-tuned / full run |",
+             "|---|---|---|---:|---:|---:|"]
+    runs = last_runs(records)
+    for name, reference in last_runs(references).items():
+        figures = reference["reference"]
+        for i, (key, label, fmt) in enumerate(FIGURES[name]):
+            full = figures if key is None else figures[key]
+            after = runs.get(name, {}).get("after")
+            tuned = None if after is None else (after if key is None else after[key])
+            first = (f"[`{name}.ipynb`]({name}.ipynb)", f"`{reference['command']}`, {reference['epochs_completed']} "
+                     f"epochs, {reference['train_seconds'] / 60:.0f} min") if i == 0 else ("", "")
+            lines.append("| " + " | ".join([*first, label, fmt.format(full),
+                                            "not run" if tuned is None else fmt.format(tuned),
+                                            "" if tuned is None else f"{tuned / full:.3f}"]) + " |")
+    return "\n".join(lines)
+
+
+def update_notebooks(path=NOTEBOOKS / "README.md", records=NOTEBOOKS / "records.jsonl",
+                     references=NOTEBOOKS / "references.jsonl") -> bool:
+    """Rewrite the `<!-- notebooks -->` and `<!-- references -->` blocks of the notebooks' README
+    from their records."""
+    changed = rewrite_block(path, "notebooks", notebooks_table(records))
+    return rewrite_block(path, "references", references_table(records, references)) or changed
 
 
 SERVE_RECORD = ROOT / "benchmarks" / "serve.md"
