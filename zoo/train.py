@@ -100,7 +100,7 @@ class Backup(keras.callbacks.Callback):
         write_json(self.folder / "state.json",
                    {"epoch": epoch, "step": step, "seconds": seconds, "weights": name, "previous": previous})
         for path in self.folder.glob("*.weights.h5"):  # the two backups' weights are all that is kept
-            if path.name not in (name, (previous or {}).get("weights")):
+            if path.name not in (name, (previous or {}).get("weights", "latest.weights.h5")):
                 path.unlink(missing_ok=True)
         self._last = time.monotonic()
 
